@@ -1,0 +1,202 @@
+"""The functions model code calls (`tc.matmul`, `tc.softmax`, ...), each recording one IR op.
+
+Every function accepts Tensors, Python numbers and NumPy arrays (numbers and arrays become
+constants). Compiler and runtime are imported lazily, inside `grad` and `function`, so that
+`import tinyc` stays light and the runtime can be used without the compiler.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .ir.builder import Builder, Tensor, current, user_location
+from .ir.errors import IRError
+
+
+def _builder(*args: Any) -> Builder:
+    for a in args:
+        if isinstance(a, Tensor):
+            return a.builder
+    return current()
+
+
+def _unary(op: str, x: Any, **attrs: Any) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise IRError(f"{op}: expected a Tensor, got {type(x).__name__}", loc=user_location(3),
+                      hint="create it with tc.input, tc.param or tc.constant")
+    return x.builder.apply(op, [x], **attrs)
+
+
+def _nary(op: str, *args: Any, **attrs: Any) -> Tensor:
+    b = _builder(*args)
+    like = next((a for a in args if isinstance(a, Tensor)), None)
+    if like is None:
+        raise IRError(f"{op}: needs at least one Tensor argument, got {', '.join(type(a).__name__ for a in args)}",
+                      loc=user_location(3))
+    return b.apply(op, [b.lift(a, like) for a in args], **attrs)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def input(name: str, shape: Sequence, dtype: str = "f32") -> Tensor:  # noqa: A001 - mirrors tf.placeholder
+    """A value fed at run time; dims may be symbols such as "B"."""
+    return current().input(name, shape, dtype)
+
+
+def param(name: str, shape: Sequence, init: dict | None = None, dtype: str = "f32") -> Tensor:
+    """A trainable parameter initialised by `init` (see `tc.init`); default zeros."""
+    return current().param(name, shape, init, dtype)
+
+
+def constant(value: Any, dtype: str | None = None) -> Tensor:
+    """A constant array (or scalar) baked into the graph."""
+    return current().constant(value, dtype)
+
+
+def fill(shape: Sequence, value: float, dtype: str = "f32") -> Tensor:
+    return current().apply("fill", [], shape=tuple(shape), value=value, dtype=dtype)
+
+
+def zeros_like(x: Tensor) -> Tensor:
+    return _unary("zeros_like", x)
+
+
+def ones_like(x: Tensor) -> Tensor:
+    return _unary("ones_like", x)
+
+
+# --------------------------------------------------------------------------- elementwise
+
+
+def add(a, b): return _nary("add", a, b)
+def sub(a, b): return _nary("sub", a, b)
+def mul(a, b): return _nary("mul", a, b)
+def div(a, b): return _nary("div", a, b)
+def pow(a, b): return _nary("pow", a, b)  # noqa: A001
+def maximum(a, b): return _nary("maximum", a, b)
+def equal(a, b): return _nary("eq", a, b)
+def not_equal(a, b): return _nary("ne", a, b)
+def less(a, b): return _nary("lt", a, b)
+def less_equal(a, b): return _nary("le", a, b)
+def greater(a, b): return _nary("gt", a, b)
+def greater_equal(a, b): return _nary("ge", a, b)
+def neg(x): return _unary("neg", x)
+def sqrt(x): return _unary("sqrt", x)
+def exp(x): return _unary("exp", x)
+def log(x): return _unary("log", x)
+def relu(x): return _unary("relu", x)
+
+
+def where(cond, a, b) -> Tensor:
+    """cond ? a : b, elementwise with broadcasting."""
+    return _nary("where", cond, a, b)
+
+
+def cast(x, dtype: str) -> Tensor:
+    return _unary("cast", x, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- reductions and shapes
+
+
+def sum(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    return _unary("sum", x, axes=axis, keepdims=keepdims)
+
+
+def mean(x, axis=None, keepdims: bool = False) -> Tensor:
+    return _unary("mean", x, axes=axis, keepdims=keepdims)
+
+
+def max(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    return _unary("max", x, axes=axis, keepdims=keepdims)
+
+
+def argmax(x, axis: int = -1, keepdims: bool = False) -> Tensor:
+    return _unary("argmax", x, axis=axis, keepdims=keepdims)
+
+
+def reshape(x, shape: Sequence) -> Tensor:
+    return _unary("reshape", x, shape=tuple(shape))
+
+
+def transpose(x, axes: Sequence[int] | None = None) -> Tensor:
+    """Permute dims; with no axes, reverse them (NumPy semantics)."""
+    return _unary("transpose", x, perm=axes)
+
+
+def broadcast_to(x, shape: Sequence) -> Tensor:
+    return _unary("broadcast_to", x, shape=tuple(shape))
+
+
+def expand_dims(x, axis: int) -> Tensor:
+    return _unary("expand_dims", x, axis=axis)
+
+
+def squeeze(x, axis=None) -> Tensor:
+    return _unary("squeeze", x, axes=axis)
+
+
+def matmul(a, b) -> Tensor:
+    """a[..., m, k] @ b[..., k, n]."""
+    return _nary("matmul", a, b)
+
+
+def one_hot(indices, depth: int, dtype: str = "f32") -> Tensor:
+    return _unary("one_hot", indices, depth=depth, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- composites
+
+
+def softmax(x, axis: int = -1) -> Tensor:
+    return _unary("softmax", x, axis=axis)
+
+
+def log_softmax(x, axis: int = -1) -> Tensor:
+    return _unary("log_softmax", x, axis=axis)
+
+
+def layer_norm(x, axis: int = -1, eps: float = 1e-5) -> Tensor:
+    """(x - mean) / sqrt(var + eps) along axis, without gain or bias (see models.LayerNorm)."""
+    return _unary("layer_norm", x, axis=axis, eps=eps)
+
+
+def softmax_cross_entropy(logits, labels, reduction: str = "mean") -> Tensor:
+    """Cross-entropy of softmax(logits) against integer labels; "mean", "sum" or "none"."""
+    return _nary("softmax_cross_entropy", logits, labels, reduction=reduction)
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+def grad(y: Tensor, xs: Sequence[Tensor] | Tensor) -> list[Tensor] | Tensor:
+    """d(sum y)/dx for each x, built as IR nodes in y's graph (so grad of grad works)."""
+    from .compiler.autodiff import grad as _grad
+
+    return _grad(y, xs)
+
+
+def function(outputs: Sequence[Tensor] | Tensor, inputs: Sequence[Tensor] = ()) -> Callable[..., Any]:
+    """A callable running the traced graph: takes arrays for `inputs` (in order), returns arrays
+    for `outputs` (a list, or one array if `outputs` is one Tensor). Parameters not listed in
+    `inputs` take their init values (seed 0)."""
+    from .runtime.reference import make_function
+
+    single = isinstance(outputs, Tensor)
+    outs = [outputs] if single else list(outputs)
+    if not outs:
+        raise IRError("tc.function needs at least one output", loc=user_location(2))
+    b = outs[0].builder
+    graph = b.graph([b.own(t) for t in outs])
+    run = make_function(graph, [b.own(t).name for t in inputs])
+
+    def call(*arrays: Any):
+        if len(arrays) != len(inputs):
+            raise IRError(f"this function takes {len(inputs)} array(s), got {len(arrays)}", loc=user_location(2))
+        results = run([np.asarray(a) for a in arrays])
+        return results[0] if single else results
+
+    return call

@@ -1,0 +1,39 @@
+"""A Program: what `tinyc compile` writes and the runtime loads.
+
+It holds named entries (`train_step`, `predict`), each a scheduled Graph (its node order is the
+schedule) with its memory plan, plus program-wide meta (training defaults, optimizer spec).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .graph import Graph
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One runnable function of a program. `plan` is the memory plan the `memplan` pass made:
+    a msgpack-able dict (see `tinyc.compiler.passes.memplan`); empty when not planned."""
+
+    name: str
+    graph: Graph
+    plan: Mapping[str, Any] = field(default_factory=dict)
+
+    __hash__ = None
+
+
+@dataclass(frozen=True)
+class Program:
+    entries: Mapping[str, Entry]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    __hash__ = None
+
+    def entry(self, name: str) -> Entry:
+        from .errors import IRError
+
+        if name not in self.entries:
+            raise IRError(f"program has no entry {name!r}; it has {', '.join(self.entries) or 'none'}")
+        return self.entries[name]
