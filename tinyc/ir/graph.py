@@ -39,9 +39,9 @@ class Node:
         return (self.op, self.inputs, tuple(sorted((k, _hashable(v)) for k, v in self.attrs.items())))
 
     def where(self) -> str:
-        """`model.py:12` or `model.py:12 (grad of softmax)`, for messages."""
+        """`model.py:12`, or `grad of softmax @ model.py:12` for a backward node."""
         if self.note:
-            return f"{self.loc} ({self.note})" if self.loc else self.note
+            return f"{self.note} @ {self.loc}" if self.loc else self.note
         return self.loc
 
 

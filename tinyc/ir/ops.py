@@ -493,3 +493,45 @@ def softmax_cross_entropy(logits: TensorType, labels: TensorType, reduction: str
 
 
 COMPOSITE = tuple(name for name, s in OPS.items() if s.composite)
+
+
+# --------------------------------------------------------------------------- grad ops of composites
+# The hand-written VJPs of the composites emit these; each has a fused kernel and a decomposition
+# into primitives (tinyc.compiler.decompose), which is also how they are differentiated again.
+
+
+def _grad_rule(name: str):
+    def rule(y: TensorType, gy: TensorType, **_) -> TensorType:
+        _require_float(name, y)
+        if y != gy:
+            raise ShapeError(f"{name}: value {_fmt(y)} and cotangent {_fmt(gy)} differ")
+        return y
+
+    rule.__doc__ = f"Backward of {name[:-5]} (composite)."
+    return rule
+
+
+# softmax_grad(y, gy) = y * (gy - sum(gy * y, axis, keepdims)), y = softmax(x)
+defop("softmax_grad", inputs=("y", "gy"), attrs={"axis": Attr("axis", -1)}, composite=True, flops=_scaled(4))(
+    _grad_rule("softmax_grad")
+)
+# log_softmax_grad(y, gy) = gy - exp(y) * sum(gy, axis, keepdims), y = log_softmax(x)
+defop("log_softmax_grad", inputs=("y", "gy"), attrs={"axis": Attr("axis", -1)}, composite=True, flops=_scaled(4))(
+    _grad_rule("log_softmax_grad")
+)
+# layer_norm_grad(x, gy) = (gy - mean(gy) - xhat * mean(gy * xhat)) / sqrt(var(x) + eps)
+defop("layer_norm_grad", inputs=("x", "gy"), attrs={"axis": Attr("axis", -1), "eps": Attr("float", 1e-5)},
+      composite=True, flops=_scaled(10))(_grad_rule("layer_norm_grad"))
+
+
+@defop("softmax_cross_entropy_grad", inputs=("logits", "labels", "gy"), attrs={"reduction": Attr("str", "mean")},
+       composite=True, flops=_scaled(4))
+def softmax_cross_entropy_grad(logits: TensorType, labels: TensorType, gy: TensorType, reduction: str) -> TensorType:
+    """d loss / d logits = (softmax(logits) - one_hot(labels)) * gy (/ N for mean)."""
+    expected = softmax_cross_entropy(logits, labels, reduction)
+    if gy != expected:
+        raise ShapeError(f"softmax_cross_entropy_grad: cotangent {_fmt(gy)} does not match the loss {_fmt(expected)}")
+    return logits
+
+
+COMPOSITE = tuple(name for name, s in OPS.items() if s.composite)

@@ -5,7 +5,7 @@ graph mlp {
   input %x: f32[B,784]
   param %w1: f32[784,128] = xavier_uniform(gain=1.0)
   %0: f32[B,128] = matmul %x, %w1              # mlp_mnist.py:14
-  %7: f32[B,128] = mul %6, %5                  # mlp_mnist.py:15 (grad of relu)
+  %7: f32[B,128] = mul %6, %5                  # grad of relu @ mlp_mnist.py:15
   output loss = %3
   update w1 = %9
 }
