@@ -492,7 +492,6 @@ def softmax_cross_entropy(logits: TensorType, labels: TensorType, reduction: str
     return TensorType(logits.dtype, () if reduction != "none" else tuple(labels.shape))
 
 
-COMPOSITE = tuple(name for name, s in OPS.items() if s.composite)
 
 
 # --------------------------------------------------------------------------- grad ops of composites
