@@ -1,0 +1,137 @@
+"""The tracing front-end: operators, lifting of Python values, names, and errors at the user's line."""
+
+import inspect
+
+import numpy as np
+import pytest
+
+import tinyc as tc
+
+
+def _line() -> int:
+    """The caller's line number."""
+    return inspect.currentframe().f_back.f_lineno
+
+
+def test_operators_record_the_expected_ops():
+    with tc.graph() as b:
+        x = tc.input("x", ("B", 3))
+        w = tc.param("w", (3, 2), tc.init.normal(0.1))
+        y = (x @ w + 1.0) * 2 - x.sum(axis=1, keepdims=True) / 3.0
+        z = -(y ** 2.0)
+        m = (x > 0.0)
+        t = x.T
+    g = b.graph()
+    ops = [n.op for n in g.nodes]
+    assert ops[:2] == ["matmul", "fill"] and "add" in ops and "div" in ops and "pow" in ops
+    assert z.type == tc.TensorType("f32", ("B", 2))
+    assert m.dtype == "bool" and t.shape == (3, "B")
+    assert g.types[y.name] == y.type
+
+
+def test_reflected_operators_keep_operand_order():
+    with tc.graph() as b:
+        x = tc.input("x", (2,))
+        y = 1.0 - x
+    g = b.graph()
+    node = g.producers[y.name]
+    assert node.op == "sub" and node.inputs[1] == "x"
+    assert g.producers[node.inputs[0]].op == "fill"
+
+
+def test_location_is_the_users_line():
+    with tc.graph() as b:
+        x = tc.input("x", ("B", 4))
+        line = _line(); y = tc.relu(x)  # noqa: E702
+    assert b.graph().producers[y.name].loc == f"test_frontend.py:{line}"
+
+
+def test_shape_error_names_user_line_and_both_shapes():
+    with tc.graph():
+        x = tc.input("x", ("B", 784))
+        w = tc.param("w", (128, 10))
+        with pytest.raises(tc.ShapeError) as info:
+            line = _line(); x @ w  # noqa: E702
+    text = str(info.value)
+    assert text.startswith(f"test_frontend.py:{line}: matmul: inner dims differ")
+    assert "f32[B,784]" in text and "f32[128,10]" in text and "hint:" in text
+
+
+def test_op_on_non_tensor_is_a_clear_error():
+    with tc.graph():
+        with pytest.raises(tc.IRError) as info:
+            line = _line(); tc.relu([1, 2])  # noqa: E702
+    assert str(info.value).startswith(f"test_frontend.py:{line}: relu: expected a Tensor, got list")
+
+
+def test_numpy_arrays_and_scalars_are_lifted_to_constants():
+    with tc.graph() as b:
+        x = tc.input("x", (3,))
+        y = x * np.array([1.0, 2.0, 3.0]) + 0.5
+    g = b.graph()
+    assert y.dtype == "f32"
+    (key,) = g.constants
+    np.testing.assert_array_equal(g.constants[key], np.array([1, 2, 3], np.float32))
+
+
+def test_same_constant_is_stored_once():
+    with tc.graph() as b:
+        tc.constant(np.arange(4.0))
+        tc.constant(np.arange(4.0))
+    assert len(b.constants) == 1
+
+
+def test_names_must_be_valid_and_unique():
+    with tc.graph():
+        tc.input("x", (3,))
+        with pytest.raises(tc.IRError, match="defined twice"):
+            tc.param("x", (3,))
+        with pytest.raises(tc.IRError, match="not valid"):
+            tc.input("12", (3,))
+
+
+def test_scopes_name_parameters_hierarchically():
+    with tc.graph() as b:
+        with tc.scope("enc0"), tc.scope("attn"):
+            tc.param("wq", (4, 4))
+    assert [p.name for p in b.graph().params] == ["enc0.attn.wq"]
+
+
+def test_truth_value_of_a_tensor_is_refused():
+    with tc.graph():
+        x = tc.input("x", (3,))
+        with pytest.raises(tc.IRError, match="tc.where"):
+            bool(x > 0)
+
+
+def test_tensors_of_two_graphs_do_not_mix():
+    with tc.graph():
+        a = tc.input("a", (2,))
+    with tc.graph():
+        b = tc.input("b", (2,))
+        with pytest.raises(tc.IRError, match="another graph"):
+            a + b
+
+
+def test_int_tensor_with_fractional_float_is_refused():
+    with tc.graph():
+        i = tc.input("i", (2,), dtype="i64")
+        with pytest.raises(tc.IRError, match="tc.cast"):
+            i * 0.5
+
+
+def test_params_record_init_rule_and_a_name_derived_seed():
+    with tc.graph() as b1:
+        tc.param("w", (2, 2), tc.init.xavier_uniform(gain=2.0))
+    with tc.graph() as b2:
+        tc.param("other", (1,))
+        tc.param("w", (2, 2), tc.init.xavier_uniform(gain=2.0))
+    (w1,) = b1.graph().params
+    w2 = b2.graph().param_map["w"]
+    assert w1.init == {"rule": "xavier_uniform", "gain": 2.0}
+    assert w1.seed == w2.seed  # adding a parameter does not change another's init
+
+
+def test_unknown_init_rule_is_refused():
+    with pytest.raises(tc.IRError, match="unknown init rule"):
+        tc.init.make("glorot")
