@@ -1,0 +1,138 @@
+"""Crash-safe checkpoints in safetensors: parameters, optimizer state and training progress.
+
+A checkpoint is written to a temporary file in the same folder, flushed, fsynced and renamed
+over the old one, so a reader sees either the old file or the new one, never a mix. The
+metadata records a SHA-256 of the tensor bytes, so a damaged file is refused rather than used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..ir.errors import CheckpointError
+
+FORMAT = "tinyc.checkpoint"
+VERSION = 1
+_MAX_HEADER = 64 << 20  # a larger JSON header is damage, not a checkpoint
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write `data` to `path` so that a crash at any moment leaves the old file or the new one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def _digest(tensors: Mapping[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        arr = tensors[name]
+        h.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def encode_checkpoint(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> bytes:
+    """safetensors bytes of `tensors` with `meta` (JSON-able) and a content digest."""
+    from safetensors.numpy import save
+
+    # safetensors' NumPy writer has saved non-contiguous arrays with the wrong layout in some
+    # versions: always hand it contiguous copies.
+    arrays = {name: np.ascontiguousarray(a) for name, a in tensors.items()}
+    metadata = {
+        "format": FORMAT,
+        "version": str(VERSION),
+        "meta": json.dumps(meta, sort_keys=True),
+        "sha256": _digest(arrays),
+    }
+    return save(arrays, metadata=metadata)
+
+
+def save_checkpoint(path: str, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+    atomic_write(path, encode_checkpoint(tensors, meta))
+
+
+def decode_checkpoint(data: bytes, source: str = "checkpoint") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(tensors, meta) from safetensors bytes; CheckpointError if damaged or foreign."""
+    from safetensors.numpy import load
+
+    if len(data) < 8:
+        raise CheckpointError(f"{source}: not a checkpoint (file is {len(data)} bytes)")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > min(_MAX_HEADER, len(data) - 8):
+        raise CheckpointError(f"{source}: damaged or truncated checkpoint (bad header length)")
+    try:
+        header = json.loads(data[8 : 8 + header_len])
+        metadata = header.get("__metadata__") or {}
+    except (ValueError, AttributeError):
+        raise CheckpointError(f"{source}: damaged checkpoint (header is not valid JSON)") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{source}: not a tinyc checkpoint (safetensors file without tinyc metadata)")
+    if not str(metadata.get("version", "")).isdigit() or int(metadata["version"]) > VERSION:
+        raise CheckpointError(f"{source}: checkpoint version {metadata.get('version')} is newer than this tinyc reads")
+    try:
+        tensors = load(bytes(data))
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise CheckpointError(f"{source}: damaged or truncated checkpoint ({str(e).splitlines()[0][:120]})") from None
+    if _digest(tensors) != metadata.get("sha256"):
+        raise CheckpointError(f"{source}: checkpoint contents do not match their checksum (damaged file)")
+    try:
+        meta = json.loads(metadata.get("meta", "{}"))
+    except ValueError:
+        raise CheckpointError(f"{source}: damaged checkpoint metadata") from None
+    return tensors, meta
+
+
+def load_checkpoint(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint: {e.strerror}") from None
+    return decode_checkpoint(data, source=path)
+
+
+def check_compatible(tensors: Mapping[str, np.ndarray], expected: Mapping[str, tuple[tuple[int, ...], np.dtype]],
+                     source: str = "checkpoint") -> None:
+    """Refuse a checkpoint whose tensors do not match the program: name the parameter and both shapes."""
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise CheckpointError(f"{source}: no tensor for parameter {missing[0]!r}"
+                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                              hint="was it saved from another model?")
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise CheckpointError(f"{source}: tensor {extra[0]!r} is not a parameter of this program",
+                              hint="was it saved from another model?")
+    for name, (shape, dtype) in expected.items():
+        arr = tensors[name]
+        if tuple(arr.shape) != tuple(shape) or arr.dtype != dtype:
+            raise CheckpointError(
+                f"{source}: parameter {name!r} is {arr.dtype}{list(arr.shape)} in the checkpoint"
+                f" but {np.dtype(dtype)}{list(shape)} in the program"
+            )
