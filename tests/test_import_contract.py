@@ -1,0 +1,139 @@
+"""The dependency direction: runtime -> ir only; ir -> nothing else of tinyc; neither uses networkx.
+
+Checked twice: dynamically (a subprocess that makes the forbidden packages unimportable, then
+imports every runtime module and runs a graph) and statically (every import statement, lazy
+ones inside functions included, of every file under tinyc/runtime and tinyc/ir).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import tinyc
+
+PACKAGE = Path(tinyc.__file__).parent
+FORBIDDEN = ("tinyc.compiler", "tinyc.models", "tinyc.cli", "networkx")
+
+RUNTIME_ALONE = textwrap.dedent(
+    """
+    import importlib, importlib.abc, pkgutil, sys
+    import numpy as np
+
+    BLOCKED = {blocked!r}
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+                raise ImportError(f"forbidden import of {{name}} (the runtime depends on tinyc.ir only)")
+            return None
+
+    sys.meta_path.insert(0, Block())
+
+    import tinyc as tc
+    import tinyc.runtime
+    names = sorted({{"tinyc.runtime.kernels", "tinyc.runtime.init", "tinyc.runtime.reference"}}
+                   | {{m.name for m in pkgutil.walk_packages(tinyc.runtime.__path__, "tinyc.runtime.")}})
+    for name in names:
+        importlib.import_module(name)
+
+    with tc.graph():
+        x = tc.input("x", ("B", 3))
+        w = tc.param("w", (3, 2), init=tc.init.ones())
+        f = tc.function(tc.softmax(x @ w), [x])
+    assert np.allclose(f(np.zeros((4, 3))), 0.5)
+    leaked = sorted(m for m in sys.modules if any(m == b or m.startswith(b + ".") for b in BLOCKED))
+    assert not leaked, leaked
+    print("imported", len(names), "runtime modules")
+    """
+)
+
+
+def test_runtime_imports_and_runs_without_compiler_models_cli_networkx():
+    script = RUNTIME_ALONE.format(blocked=FORBIDDEN)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "imported" in proc.stdout
+
+
+def test_blocker_catches_a_forbidden_import():
+    # the harness itself: a module importing networkx must fail under the finder
+    script = RUNTIME_ALONE.format(blocked=FORBIDDEN).replace("import tinyc as tc\n", "import networkx\n", 1)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0 and "forbidden import of networkx" in proc.stderr
+
+
+# --------------------------------------------------------------------------- static scan
+
+
+def imported_modules(path: Path, package: str) -> list[tuple[int, str]]:
+    """(line, absolute module name) for every import in the file, relative ones resolved.
+
+    `from pkg import name` yields both `pkg` and `pkg.name`, since `name` may be a submodule.
+    """
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            found.append((node.lineno, module))
+            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
+    return found
+
+
+def _package_of(path: Path) -> str:
+    """The package a file's relative imports start from (`tinyc/runtime/x.py` -> tinyc.runtime)."""
+    return ".".join(path.relative_to(PACKAGE.parent).parts[:-1])
+
+
+def _is_under(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+# which parts of tinyc each layer may import ("tinyc" itself is the parent of every import below it)
+ALLOWED = {"runtime": ("tinyc.ir", "tinyc.runtime"), "ir": ("tinyc.ir",)}
+FILES = [(layer, p) for layer in ALLOWED for p in sorted((PACKAGE / layer).glob("**/*.py"))]
+
+
+def violations(path: Path, package: str, allowed: tuple[str, ...]) -> list[str]:
+    bad = []
+    for line, module in imported_modules(path, package):
+        where = f"{package}/{path.name}:{line}"
+        if any(_is_under(module, f) for f in FORBIDDEN):
+            bad.append(f"{where} imports {module}")
+        elif _is_under(module, "tinyc") and module != "tinyc" and not any(_is_under(module, a) for a in allowed):
+            bad.append(f"{where} imports {module} (only {', '.join(allowed)} allowed here)")
+    return bad
+
+
+@pytest.mark.parametrize("layer,path", FILES, ids=[str(p.relative_to(PACKAGE)) for _, p in FILES])
+def test_no_forbidden_imports(layer, path):
+    assert not violations(path, _package_of(path), ALLOWED[layer])
+
+
+def test_scanner_resolves_relative_and_lazy_imports(tmp_path):
+    pkg = tmp_path / "tinyc" / "runtime"
+    pkg.mkdir(parents=True)
+    src = pkg / "bad.py"
+    src.write_text(
+        "from ..compiler import autodiff\n\ndef f():\n    import networkx as nx\n    from . import kernels\n"
+    )
+    found = [m for _, m in imported_modules(src, "tinyc.runtime")]
+    assert "tinyc.compiler.autodiff" in found and "networkx" in found and "tinyc.runtime.kernels" in found
+    assert len(violations(src, "tinyc.runtime", ALLOWED["runtime"])) == 3  # compiler, compiler.autodiff, networkx
+    src.write_text("from .. import frontend\nfrom ..ir import graph\n")
+    assert [v.split(" imports ")[1] for v in violations(src, "tinyc.runtime", ALLOWED["runtime"])] == [
+        "tinyc.frontend (only tinyc.ir, tinyc.runtime allowed here)"
+    ]
+    assert len(violations(src, "tinyc.ir", ALLOWED["ir"])) == 1  # the ir layer may not use the front-end either

@@ -1,0 +1,93 @@
+"""Parameter initialisers, one per rule of `tinyc.ir.init.RULES`, keyed by rule name.
+
+An initialiser is `fn(shape, rng, **args) -> float64 ndarray`; `init_param` casts to the
+parameter's dtype. Every parameter draws from its own stream
+`np.random.default_rng([seed, param.seed])`, so adding a parameter never changes the others.
+Fans follow the `x @ w` convention: for a weight [..., fan_in, fan_out], fan_in = shape[-2].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from tinyc.ir.errors import IRError
+from tinyc.ir.graph import Graph, Param
+
+Initializer = Callable[..., np.ndarray]
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out): shape[-2], shape[-1] for rank >= 2; shape[0] twice for rank 1; 1 for scalars."""
+    if len(shape) >= 2:
+        fan_in, fan_out = shape[-2], shape[-1]
+    elif len(shape) == 1:
+        fan_in = fan_out = shape[0]
+    else:
+        fan_in = fan_out = 1
+    return max(fan_in, 1), max(fan_out, 1)  # an empty dim must not divide by zero
+
+
+def _uniform(shape, rng: np.random.Generator, bound: float) -> np.ndarray:
+    return rng.uniform(-bound, bound, shape)
+
+
+def xavier_uniform(shape, rng, gain: float) -> np.ndarray:
+    # Glorot: var = 2 / (fan_in + fan_out); uniform(-a, a) has var a^2 / 3
+    fan_in, fan_out = fans(shape)
+    return _uniform(shape, rng, gain * math.sqrt(6.0 / (fan_in + fan_out)))
+
+
+def xavier_normal(shape, rng, gain: float) -> np.ndarray:
+    fan_in, fan_out = fans(shape)
+    return rng.normal(0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), shape)
+
+
+def kaiming_uniform(shape, rng, gain: float) -> np.ndarray:
+    # He: var = gain^2 / fan_in (pass gain=sqrt(2) for ReLU layers)
+    return _uniform(shape, rng, gain * math.sqrt(3.0 / fans(shape)[0]))
+
+
+def kaiming_normal(shape, rng, gain: float) -> np.ndarray:
+    return rng.normal(0.0, gain / math.sqrt(fans(shape)[0]), shape)
+
+
+def lecun_uniform(shape, rng) -> np.ndarray:
+    # PyTorch's nn.Linear default: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    return _uniform(shape, rng, 1.0 / math.sqrt(fans(shape)[0]))
+
+
+INITIALIZERS: dict[str, Initializer] = {
+    "zeros": lambda shape, rng: np.zeros(shape),
+    "ones": lambda shape, rng: np.ones(shape),
+    "constant": lambda shape, rng, value: np.full(shape, value, dtype=np.float64),
+    "normal": lambda shape, rng, std, mean: rng.normal(mean, std, shape),
+    "uniform": lambda shape, rng, low, high: rng.uniform(low, high, shape),
+    "xavier_uniform": xavier_uniform,
+    "xavier_normal": xavier_normal,
+    "kaiming_uniform": kaiming_uniform,
+    "kaiming_normal": kaiming_normal,
+    "lecun_uniform": lecun_uniform,
+}
+
+
+def init_param(param: Param, seed: int = 0) -> np.ndarray:
+    """The initial value of one parameter (or state slot), of its dtype and shape."""
+    args = dict(param.init)
+    rule = args.pop("rule", None)
+    if rule not in INITIALIZERS:
+        raise IRError(
+            f"parameter {param.name!r}: unknown init rule {rule!r}; known: {', '.join(INITIALIZERS)}", loc=param.loc
+        )
+    shape = tuple(param.type.shape)
+    if any(not isinstance(d, int) for d in shape):
+        raise IRError(f"parameter {param.name!r} has a symbolic shape {param.type}", loc=param.loc)
+    rng = np.random.default_rng([seed, param.seed])
+    return np.asarray(INITIALIZERS[rule](shape, rng, **args)).astype(param.type.np_dtype)
+
+
+def init_params(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
+    """Initial values of every parameter and optimizer-state slot of `graph`, by name."""
+    return {p.name: init_param(p, seed) for p in graph.params}
