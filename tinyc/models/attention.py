@@ -1,0 +1,76 @@
+"""Scaled dot-product attention: softmax(Q Kᵀ / sqrt(d_head)) V, then an output projection."""
+
+from __future__ import annotations
+
+import math
+
+import tinyc as tc
+from tinyc.ir.builder import user_location
+from tinyc.ir.errors import ShapeError
+
+from .layers import Linear, join, split
+
+
+class MultiHeadAttention:
+    """Self-attention over x[..., T, d] with `heads` heads of size d // heads.
+
+    fused_qkv=True keeps Q, K and V in one parameter `qkv.w` [d, 3d] (+ `qkv.b` [3d]), the
+    layout of a single Linear(d, 3d); else three Linears `wq`, `wk`, `wv`. tinyc has no slice
+    op, so the fused weight is split on the parameter side (d·3d work per step) rather than
+    on the activations (B·T·3d work per step); the matmul FLOPs are the same either way.
+    """
+
+    def __init__(self, name: str, d: int, heads: int = 1, fused_qkv: bool = True, dtype: str = "f32") -> None:
+        if heads < 1 or d % heads:
+            raise ShapeError(f"attention: d={d} does not divide into {heads} heads", loc=user_location(2))
+        self.d, self.heads, self.d_head = d, heads, d // heads
+        self.fused_qkv = fused_qkv
+        if fused_qkv:
+            self.qkv = Linear(join(name, "qkv"), d, 3 * d, dtype=dtype)
+        else:
+            self.wq, self.wk, self.wv = (Linear(join(name, n), d, d, dtype=dtype) for n in ("wq", "wk", "wv"))
+        self.out = Linear(join(name, "out"), d, d, dtype=dtype)
+
+    def projections(self) -> list[Linear]:
+        """The Q, K and V projections as three Linear-like callables."""
+        if not self.fused_qkv:
+            return [self.wq, self.wk, self.wv]
+        ws = split(self.qkv.w, 3, axis=-1)
+        bs = split(self.qkv.b, 3, axis=-1)
+        return [_Affine(w, b) for w, b in zip(ws, bs)]
+
+    def __call__(self, x: tc.Tensor) -> tc.Tensor:
+        q, k, v = (proj(x) for proj in self.projections())
+        lead, t = x.shape[:-2], x.shape[-2]  # lead: the batch dims, e.g. ("B",)
+        n = len(lead)
+        keep = tuple(range(n))
+        to_heads = keep + (n + 1, n, n + 2)  # [..., T, H, Dh] <-> [..., H, T, Dh] (its own inverse)
+        if self.heads == 1:
+            kt = k.transpose(keep + (n + 1, n))
+        else:
+            shape = lead + (t, self.heads, self.d_head)
+            q = q.reshape(shape).transpose(to_heads)
+            v = v.reshape(shape).transpose(to_heads)
+            kt = k.reshape(shape).transpose(keep + (n + 1, n + 2, n))  # straight to [..., H, Dh, T]
+        scores = (q @ kt) * (1.0 / math.sqrt(self.d_head))  # [..., (H,) T, T]
+        y = tc.softmax(scores, axis=-1) @ v
+        if self.heads > 1:
+            y = y.transpose(to_heads).reshape(lead + (t, self.d))
+        return self.out(y)
+
+
+class SingleHeadAttention(MultiHeadAttention):
+    """Attention with one head of size d: softmax(Q Kᵀ / sqrt(d)) V, then the output projection."""
+
+    def __init__(self, name: str, d: int, fused_qkv: bool = True, dtype: str = "f32") -> None:
+        super().__init__(name, d, heads=1, fused_qkv=fused_qkv, dtype=dtype)
+
+
+class _Affine:
+    """x @ w + b for a weight and bias that are already Tensors (slices of a fused parameter)."""
+
+    def __init__(self, w: tc.Tensor, b: tc.Tensor) -> None:
+        self.w, self.b = w, b
+
+    def __call__(self, x: tc.Tensor) -> tc.Tensor:
+        return x @ self.w + self.b

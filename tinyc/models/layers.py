@@ -1,0 +1,77 @@
+"""Dense layers built from tinyc ops: Linear, LayerNorm, FeedForward.
+
+A layer creates its parameters when constructed, named `<name>.<param>` (so a model's
+parameters read `enc0.ff.fc1.w`), and is then called on Tensors to trace its ops.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import tinyc as tc
+from tinyc.ir.builder import user_location
+from tinyc.ir.errors import IRError, ShapeError
+
+
+def join(prefix: str, name: str) -> str:
+    """Hierarchical name `prefix.name`; an empty prefix names a top-level parameter."""
+    return f"{prefix}.{name}" if prefix else name
+
+
+def split(x: tc.Tensor, n: int, axis: int) -> list[tc.Tensor]:
+    """Cut `x` into `n` equal parts along `axis` (tinyc has no slice op: mask and sum)."""
+    axis = axis % x.ndim
+    size = x.shape[axis]
+    if not isinstance(size, int) or size % n:
+        raise ShapeError(f"split: dim {axis} of {x.type} does not divide into {n} parts", loc=user_location(2))
+    parts = x.reshape(x.shape[:axis] + (n, size // n) + x.shape[axis + 1:])
+    # one-hot mask over the new `n` axis, broadcast over the dims after it
+    trailing = (1,) * (x.ndim - axis)
+    return [(parts * np.eye(n)[i].reshape((n,) + trailing)).sum(axis=axis) for i in range(n)]
+
+
+class Linear:
+    """y = x[..., d_in] @ w[d_in, d_out] + b, initialised like torch.nn.Linear."""
+
+    def __init__(self, name: str, d_in: int, d_out: int, bias: bool = True, init: dict | None = None,
+                 dtype: str = "f32") -> None:
+        self.d_in, self.d_out = d_in, d_out
+        self.w = tc.param(join(name, "w"), (d_in, d_out), init or tc.init.lecun_uniform(), dtype=dtype)
+        bound = 1.0 / math.sqrt(d_in)
+        self.b = tc.param(join(name, "b"), (d_out,), tc.init.uniform(-bound, bound), dtype=dtype) if bias else None
+
+    def __call__(self, x: tc.Tensor) -> tc.Tensor:
+        y = x @ self.w
+        return y + self.b if self.b is not None else y
+
+
+class LayerNorm:
+    """layer_norm(x) * gain + bias over the last dim (gain starts at 1, bias at 0)."""
+
+    def __init__(self, name: str, dim: int, eps: float = 1e-5, dtype: str = "f32") -> None:
+        self.eps = eps
+        self.gain = tc.param(join(name, "gain"), (dim,), tc.init.ones(), dtype=dtype)
+        self.bias = tc.param(join(name, "bias"), (dim,), tc.init.zeros(), dtype=dtype)
+
+    def __call__(self, x: tc.Tensor) -> tc.Tensor:
+        return tc.layer_norm(x, axis=-1, eps=self.eps) * self.gain + self.bias
+
+
+class FeedForward:
+    """Linear(d, d_hidden) -> ReLU -> Linear(d_hidden, d)."""
+
+    def __init__(self, name: str, d: int, d_hidden: int, dtype: str = "f32") -> None:
+        self.fc1 = Linear(join(name, "fc1"), d, d_hidden, dtype=dtype)
+        self.fc2 = Linear(join(name, "fc2"), d_hidden, d, dtype=dtype)
+
+    def __call__(self, x: tc.Tensor) -> tc.Tensor:
+        return self.fc2(tc.relu(self.fc1(x)))
+
+
+def check_choice(what: str, value: str, choices: tuple[str, ...]) -> str:
+    """Refuse a configuration string that is not one of `choices`, naming the user's line."""
+    if value not in choices:
+        raise IRError(f"{what} must be one of {', '.join(map(repr, choices))}, got {value!r}", loc=user_location(3))
+    return value
