@@ -1,0 +1,476 @@
+"""The `.ir` file: a Program (or one Graph) as one deterministic msgpack document.
+
+```
+{"format": "tinyc.ir", "version": 1, "producer": "tinyc 0.1.0",
+ "program": {"entries": [{"name", "graph", "plan"}], "meta": {...}}}      # or "graph": {...}
+graph: {"name", "inputs": [{"name", "type"}], "params": [{"name", "type", "init", "seed", "kind", "loc"}],
+        "constants": {name: {"dtype", "shape", "data"}}, "nodes": [{"out", "op", "inputs", "attrs", "type",
+        "loc", "note"}], "outputs": [[name, value]], "updates": [[param, value]], "meta": {...}}
+type:  {"dtype": "f32", "shape": [..., "B"]}      data: raw little-endian bytes, C order
+```
+Maps are written in this fixed field order, free-form dicts (attrs, init, meta, plan) with sorted
+keys, so the same program always gives the same bytes. Tuples are written as lists; attributes
+come back as tuples through the op schema, free-form dicts keep lists.
+
+Loading trusts nothing: msgpack is unpacked with lengths bounded by the file size and no
+extension types, every field is checked for presence and type, shapes are bounded before any
+array is built, and the graphs are verified. Every failure is an IRFormatError saying where.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+import msgpack
+import numpy as np
+
+from .errors import IRError, IRFormatError
+from .graph import Graph, Input, Node, Param
+from .ops import OPS
+from .program import Entry, Program
+from .types import DTYPES, TensorType
+from .verify import verify
+
+FORMAT = "tinyc.ir"
+FORMAT_VERSION = 1
+MAX_ELEMENTS = 2**31  # per tensor at batch 1; larger is a damaged file, not a model
+MAX_RANK = 32
+MAX_DEPTH = 32  # nesting of free-form dicts (meta, plan)
+_SYMBOL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_HEADER = ("format", "version", "producer")
+_GRAPH = ("name", "inputs", "params", "constants", "nodes", "outputs", "updates", "meta")
+_PARAM = ("name", "type", "init", "seed", "kind", "loc")
+_NODE = ("out", "op", "inputs", "attrs", "type", "loc", "note")
+_ARRAY = ("dtype", "shape", "data")
+_SEQ_KINDS = ("axes", "perm", "shape")
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode_graph(graph: Graph) -> bytes:
+    """One graph as a `.ir` document."""
+    return _pack({**_header(), "graph": _graph_doc(graph)})
+
+
+def encode_program(program: Program) -> bytes:
+    """A program as a `.ir` document (deterministic bytes)."""
+    entries = [{"name": e.name, "graph": _graph_doc(e.graph), "plan": _plain_out(dict(e.plan), "plan")}
+               for e in program.entries.values()]
+    return _pack({**_header(), "program": {"entries": entries, "meta": _plain_out(dict(program.meta), "meta")}})
+
+
+def save_program(program: Program, path: str | os.PathLike) -> None:
+    """Write atomically: a temp file in the same folder, fsync'd, then renamed over `path`."""
+    data = encode_program(program)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _header() -> dict:
+    tinyc = sys.modules.get("tinyc")
+    return {"format": FORMAT, "version": FORMAT_VERSION, "producer": f"tinyc {getattr(tinyc, '__version__', '?')}"}
+
+
+def _pack(doc: dict) -> bytes:
+    try:
+        return msgpack.packb(doc, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise IRFormatError(f"cannot encode the program: {e}") from None
+
+
+def _type_doc(t: TensorType) -> dict:
+    return {"dtype": t.dtype, "shape": list(t.shape)}
+
+
+def _graph_doc(g: Graph) -> dict:
+    return {
+        "name": g.name,
+        "inputs": [{"name": i.name, "type": _type_doc(i.type)} for i in g.inputs],
+        "params": [{"name": p.name, "type": _type_doc(p.type), "init": _plain_out(dict(p.init), f"param {p.name}"),
+                    "seed": p.seed, "kind": p.kind, "loc": p.loc} for p in g.params],
+        "constants": {k: _array_doc(g.constants[k]) for k in sorted(g.constants)},
+        "nodes": [{"out": n.out, "op": n.op, "inputs": list(n.inputs), "attrs": _plain_out(dict(n.attrs), f"node %{n.out}"),
+                   "type": _type_doc(n.type), "loc": n.loc, "note": n.note} for n in g.nodes],
+        "outputs": [[k, v] for k, v in g.outputs],
+        "updates": [[k, v] for k, v in g.updates],
+        "meta": _plain_out(dict(g.meta), "meta"),
+    }
+
+
+def _array_doc(a: np.ndarray) -> dict:
+    native = a.dtype.newbyteorder("=")
+    dtype = next((k for k, v in DTYPES.items() if v == native), None)
+    if dtype is None:
+        raise IRFormatError(f"cannot encode a constant of dtype {a.dtype}")
+    data = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
+    return {"dtype": dtype, "shape": list(a.shape), "data": data}
+
+
+def _plain_out(v: Any, where: str) -> Any:
+    """`v` as plain msgpack data: dicts with sorted str keys, tuples as lists, NumPy scalars as Python."""
+    if isinstance(v, Mapping):
+        if not all(isinstance(k, str) for k in v):
+            raise IRFormatError(f"cannot encode {where}: dict keys must be strings, got {list(v)!r}")
+        return {k: _plain_out(v[k], where) for k in sorted(v)}
+    if isinstance(v, (list, tuple)):
+        return [_plain_out(x, where) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    raise IRFormatError(f"cannot encode {where}: {type(v).__name__} {v!r} is not plain data")
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_graph(data: bytes) -> Graph:
+    """Parse and verify a document written by `encode_graph`."""
+    return _guarded(lambda: _decode_graph(_body(data, "graph"), "graph", len(data)))
+
+
+def decode_program(data: bytes) -> Program:
+    """Parse and verify a document written by `encode_program`."""
+    return _guarded(lambda: _decode_program(_body(data, "program"), len(data)))
+
+
+def load_program(path: str | os.PathLike) -> Program:
+    """Read a `.ir` file; IRFormatError (naming the file) if it cannot be used."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise IRFormatError(f"cannot read {os.fspath(path)}: {e.strerror or e}") from None
+    try:
+        return decode_program(data)
+    except IRFormatError as e:
+        raise IRFormatError(f"{os.fspath(path)}: {e.message}", loc=e.loc, hint=e.hint) from None
+
+
+def _guarded(decode):
+    """Run a decoder so that nothing but IRFormatError escapes."""
+    try:
+        return decode()
+    except IRFormatError:
+        raise
+    except (RecursionError, MemoryError) as e:
+        raise IRFormatError(f"file is too large or too deeply nested to load ({type(e).__name__})") from None
+    except Exception as e:  # noqa: BLE001 - a gap in the checks; the fuzz test looks for this message
+        raise IRFormatError(f"internal error while loading (a tinyc bug, please report): {type(e).__name__}: {e}") from None
+
+
+class _ExtensionType(Exception):
+    pass
+
+
+def _refuse_ext(code: int, data: bytes) -> NoReturn:
+    raise _ExtensionType(code)
+
+
+def _unpack(data: bytes) -> Any:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise IRFormatError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    n = len(data)
+    if n == 0:
+        raise IRFormatError("this is not a tinyc IR file: it is empty")
+    try:
+        # every element takes at least one byte, so no length may exceed the input's size
+        doc = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, ext_hook=_refuse_ext,
+                              max_str_len=n, max_bin_len=n, max_array_len=n, max_map_len=n // 2, max_ext_len=n)
+    except Exception as e:  # noqa: BLE001 - msgpack raises several kinds; each becomes IRFormatError
+        _not_json(data)
+        raise _unpack_error(e) from None
+    if not isinstance(doc, dict):
+        _not_json(data)
+    return doc
+
+
+def _not_json(data: bytes) -> None:
+    if data.lstrip()[:1] in (b"{", b"["):
+        raise IRFormatError("this is not a tinyc IR file: it looks like JSON, not msgpack")
+
+
+def _unpack_error(e: Exception) -> IRFormatError:
+    if isinstance(e, _ExtensionType):
+        return IRFormatError(f"msgpack extension type {e.args[0]} found: .ir files never contain extension types")
+    if isinstance(e, msgpack.ExtraData):
+        if not isinstance(e.unpacked, dict) or e.unpacked.get("format") != FORMAT:
+            return IRFormatError("this is not a tinyc IR file: not a msgpack document")
+        return IRFormatError(f"trailing garbage: {len(e.extra)} byte(s) after the end of the document")
+    if isinstance(e, msgpack.StackError):
+        return IRFormatError("msgpack data is nested too deeply")
+    if isinstance(e, UnicodeDecodeError):
+        return IRFormatError(f"a string is not valid UTF-8 ({e.reason})")
+    if "for map key" in str(e):
+        return IRFormatError("damaged file: a map key is not a string")
+    if "incomplete" in str(e):
+        return IRFormatError("file is truncated: the msgpack data ends early")
+    if "exceeds max" in str(e):
+        return IRFormatError(f"damaged file: a length field claims more than the file holds ({e})")
+    return IRFormatError(f"this is not a tinyc IR file: not valid msgpack ({type(e).__name__}: {e})")
+
+
+def _body(data: bytes, kind: str) -> Any:
+    """Unpack, check the header, and return the `program` or `graph` body."""
+    doc = _unpack(data)
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        got = f"format {_short(doc.get('format'))}" if isinstance(doc, dict) else f"top level is {_kind(doc)}"
+        raise IRFormatError(f"this is not a tinyc IR file ({got}, expected format {FORMAT!r})")
+    version = doc.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        _fail("header", f"version must be an int, got {_kind(version)}")
+    if version > FORMAT_VERSION:
+        raise IRFormatError(f"file version {version} is newer than this tinyc (reads up to {FORMAT_VERSION}): upgrade tinyc")
+    if version < 1:
+        _fail("header", f"unknown file version {version}")
+    other = "graph" if kind == "program" else "program"
+    if other in doc and kind not in doc:
+        _fail("header", f"this file holds a {other}, not a {kind} (use decode_{other})")
+    _fields(doc, "header", _HEADER + (kind,))
+    _str(doc["producer"], "header", "producer")
+    return doc[kind]
+
+
+def _decode_program(doc: Any, size: int) -> Program:
+    _fields(doc, "program", ("entries", "meta"))
+    entries: dict[str, Entry] = {}
+    for i, e in enumerate(_list(doc["entries"], "program", "entries")):
+        _fields(e, f"program: entry #{i}", ("name", "graph", "plan"))
+        name = _str(e["name"], f"program: entry #{i}", "name", nonempty=True)
+        if name in entries:
+            _fail("program", f"entry {_short(name)} appears twice")
+        graph = _decode_graph(e["graph"], f"entry {name}", size)
+        entries[name] = Entry(name, graph, _plain_dict(e["plan"], f"entry {name}", "plan"))
+    return Program(entries, _plain_dict(doc["meta"], "program", "meta"))
+
+
+def _decode_graph(doc: Any, where: str, size: int) -> Graph:
+    _fields(doc, where, _GRAPH)
+    name = _str(doc["name"], where, "name")
+    inputs = []
+    for i, d in enumerate(_list(doc["inputs"], where, "inputs")):
+        _fields(d, f"{where}: input #{i}", ("name", "type"))
+        iname = _str(d["name"], f"{where}: input #{i}", "name", nonempty=True)
+        inputs.append(Input(iname, _type(d["type"], f"{where}: input {iname}")))
+    params = [_param(d, where, i) for i, d in enumerate(_list(doc["params"], where, "params"))]
+    constants = _constants(doc["constants"], where, size)
+    nodes = [_node(d, where, i) for i, d in enumerate(_list(doc["nodes"], where, "nodes"))]
+    outputs, updates = (tuple(_pair(p, f"{where}: {key} #{i}") for i, p in enumerate(_list(doc[key], where, key)))
+                        for key in ("outputs", "updates"))
+    graph = Graph(name, tuple(inputs), tuple(params), tuple(nodes), outputs, updates, constants,
+                  _plain_dict(doc["meta"], where, "meta"))
+    try:
+        verify(graph, where=where)
+    except IRError as e:
+        raise IRFormatError(e.message, loc=e.loc, hint=e.hint) from None
+    return graph
+
+
+def _param(d: Any, graph_where: str, index: int) -> Param:
+    where = f"{graph_where}: param #{index}"
+    _fields(d, where, _PARAM)
+    name = _str(d["name"], where, "name", nonempty=True)
+    where = f"{graph_where}: param {name}"
+    init = _plain_dict(d["init"], where, "init")
+    seed = _int(d["seed"], where, "seed", 0, 2**63 - 1)
+    kind = _str(d["kind"], where, "kind")
+    return Param(name, _type(d["type"], where), init, seed, kind, _str(d["loc"], where, "loc"))
+
+
+def _node(d: Any, graph_where: str, index: int) -> Node:
+    where = f"{graph_where}: node #{index}"
+    _fields(d, where, _NODE)
+    out = _str(d["out"], where, "out", nonempty=True)
+    where = f"{graph_where}: node %{out}"
+    op = _str(d["op"], where, "op")
+    if op not in OPS:
+        _fail(where, f"unknown op {_short(op)} (the file may come from a newer tinyc)")
+    inputs = tuple(_str(v, where, "inputs", nonempty=True) for v in _list(d["inputs"], where, "inputs"))
+    attrs = _dict(d["attrs"], where, "attrs")
+    spec = OPS[op].attrs
+    for key, value in attrs.items():
+        if key not in spec:
+            _fail(where, f"{op} has no attribute {_short(key)}")
+        attrs[key] = _attr(value, spec[key].kind, where, f"attrs.{key}")
+    node_type = _type(d["type"], where)
+    return Node(out, op, inputs, attrs, node_type, _str(d["loc"], where, "loc"), _str(d["note"], where, "note"))
+
+
+def _attr(v: Any, kind: str, where: str, what: str) -> Any:
+    """An attribute in its in-memory form: sequences as tuples; the verifier checks the rest."""
+    if kind in _SEQ_KINDS:
+        items = _list(v, where, what)
+        if len(items) > MAX_RANK:
+            _fail(where, f"{what} has {len(items)} entries (at most {MAX_RANK})")
+        for x in items:
+            if kind == "shape" and isinstance(x, str):
+                _symbol(x, where, what)
+            else:
+                _int(x, where, what, -1 if kind == "shape" else -MAX_RANK, MAX_ELEMENTS)
+        return tuple(items)
+    if kind == "float" and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if v is None or isinstance(v, (dict, list)) or not isinstance(v, (bool, int, float, str)):
+        _fail(where, f"{what} must be a scalar, got {_kind(v)}")
+    return v
+
+
+def _type(d: Any, where: str) -> TensorType:
+    _fields(d, f"{where}: type", ("dtype", "shape"))
+    dtype = _str(d["dtype"], where, "type.dtype")
+    if dtype not in DTYPES:
+        _fail(where, f"bad dtype {_short(dtype)} (expected one of {', '.join(DTYPES)})")
+    return TensorType(dtype, _shape(d["shape"], where, symbols=True))
+
+
+def _shape(v: Any, where: str, symbols: bool) -> tuple:
+    dims = _list(v, where, "shape")
+    if len(dims) > MAX_RANK:
+        _fail(where, f"shape has rank {len(dims)} (at most {MAX_RANK})")
+    for x in dims:
+        if symbols and isinstance(x, str):
+            _symbol(x, where, "shape")
+        else:
+            _int(x, where, "shape", 0, MAX_ELEMENTS)
+    numel = math.prod(x for x in dims if isinstance(x, int))
+    if numel > MAX_ELEMENTS:
+        _fail(where, f"absurd shape {dims}: {numel} elements at batch 1 (at most 2**31)")
+    return tuple(dims)
+
+
+def _constants(d: Any, where: str, size: int) -> dict[str, np.ndarray]:
+    table = _dict(d, where, "constants")
+    for name in table:
+        _str(name, where, "constant name", nonempty=True)
+    # check every declared size before allocating any array
+    total = 0
+    for name, a in table.items():
+        w = f"{where}: constant {name}"
+        _fields(a, w, _ARRAY)
+        dtype = _str(a["dtype"], w, "dtype")
+        if dtype not in DTYPES:
+            _fail(w, f"bad dtype {_short(dtype)} (expected one of {', '.join(DTYPES)})")
+        shape = _shape(a["shape"], w, symbols=False)
+        data = a["data"]
+        if not isinstance(data, bytes):
+            _fail(w, f"data must be bytes, got {_kind(data)}")
+        need = math.prod(shape) * DTYPES[dtype].itemsize
+        if len(data) != need:
+            _fail(w, f"data has {len(data)} bytes, but {dtype}{list(shape)} needs {need}")
+        if dtype == "bool" and data.translate(None, b"\x00\x01"):
+            _fail(w, "bool data holds bytes other than 0 and 1")
+        total += need
+    if total > size:
+        _fail(where, f"constants declare {total} bytes, more than the file's {size}")
+    return {name: np.frombuffer(a["data"], DTYPES[a["dtype"]].newbyteorder("<")).astype(DTYPES[a["dtype"]])
+            .reshape(tuple(a["shape"])) for name, a in table.items()}
+
+
+def _pair(v: Any, where: str) -> tuple[str, str]:
+    items = _list(v, where, "entry")
+    if len(items) != 2:
+        _fail(where, f"expected [name, value], got {len(items)} items")
+    return _str(items[0], where, "name", nonempty=True), _str(items[1], where, "value", nonempty=True)
+
+
+# --------------------------------------------------------------------------- field checks
+
+
+def _fail(where: str, message: str) -> NoReturn:
+    raise IRFormatError(f"{where}: {message}")
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(v: Any) -> str:
+    if isinstance(v, (msgpack.ExtType, msgpack.Timestamp)):
+        return "a msgpack extension type"
+    return {dict: "a map", list: "a list", str: "a string", bytes: "bytes", bool: "a bool", int: "an int",
+            float: "a float", type(None): "nil"}.get(type(v), type(v).__name__)
+
+
+def _fields(d: Any, where: str, fields: tuple[str, ...]) -> None:
+    if not isinstance(d, dict):
+        _fail(where, f"expected a map, got {_kind(d)}")
+    missing = [f for f in fields if f not in d]
+    if missing:
+        _fail(where, f"missing field {missing[0]!r}")
+    if len(d) != len(fields):
+        _fail(where, f"unknown field {_short(next(k for k in d if k not in fields))}")
+
+
+def _str(v: Any, where: str, what: str, nonempty: bool = False) -> str:
+    if not isinstance(v, str):
+        _fail(where, f"{what} must be a string, got {_kind(v)}")
+    if nonempty and not v:
+        _fail(where, f"{what} is empty")
+    return v
+
+
+def _int(v: Any, where: str, what: str, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        _fail(where, f"{what} must be an int, got {_kind(v)}")
+    if not lo <= v <= hi:
+        _fail(where, f"{what} {v} is out of range [{lo}, {hi}]")
+    return v
+
+
+def _symbol(v: str, where: str, what: str) -> str:
+    if not _SYMBOL_RE.match(v):
+        _fail(where, f"{what} has an invalid symbolic dim {_short(v)}")
+    return v
+
+
+def _list(v: Any, where: str, what: str) -> list:
+    if not isinstance(v, list):
+        _fail(where, f"{what} must be a list, got {_kind(v)}")
+    return v
+
+
+def _dict(v: Any, where: str, what: str) -> dict:
+    if not isinstance(v, dict):
+        _fail(where, f"{what} must be a map, got {_kind(v)}")
+    return v
+
+
+def _plain_dict(v: Any, where: str, what: str) -> dict:
+    _dict(v, where, what)
+    _check_plain(v, where, what, 0)
+    return v
+
+
+def _check_plain(v: Any, where: str, what: str, depth: int) -> None:
+    """Free-form data may hold only nil, bools, numbers, strings, lists and str-keyed maps."""
+    if depth > MAX_DEPTH:
+        _fail(where, f"{what} is nested more than {MAX_DEPTH} deep")
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                _fail(where, f"{what} has a key that is not a string: {_kind(k)}")
+            _check_plain(x, where, f"{what}.{k}", depth + 1)
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            _check_plain(x, where, f"{what}[{i}]", depth + 1)
+    elif not (v is None or isinstance(v, (bool, int, float, str))):
+        _fail(where, f"{what} holds {_kind(v)}, which .ir files do not allow")
