@@ -1,0 +1,141 @@
+"""The pass manager: runs a named pipeline of passes, verifying and measuring after each.
+
+`run_pipeline` is strict: every name must be a registered pass. Pipelines written before all
+passes exist (`DEFAULT_PIPELINE` names "fuse") are filtered through `available(names)` by the
+caller, so a typo never silently skips a pass.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from ..ir.errors import IRError
+from ..ir.graph import Graph
+from ..ir.ops import schema
+from .graphutil import peak_live_bytes
+from .passes import load_all
+
+DEFAULT_PIPELINE = ("verify", "autodiff", "optimizer", "simplify", "fold", "cse", "fuse", "dce", "schedule", "memplan")
+FORWARD_PIPELINE = tuple(p for p in DEFAULT_PIPELINE if p not in ("autodiff", "optimizer"))
+
+
+@dataclass(frozen=True)
+class PassStats:
+    """What one pass did: node counts, estimated FLOPs and bytes at the stats batch, wall time."""
+
+    name: str
+    nodes_before: int
+    nodes_after: int
+    flops: int
+    bytes: int
+    ms: float
+    peak_bytes: int = 0  # peak live bytes of node outputs in the graph's node order
+
+
+OnPass = Callable[[int, str, Graph, PassStats], None]
+
+
+def available(names: Iterable[str]) -> tuple[str, ...]:
+    """The names among `names` that are registered passes, in order."""
+    passes = load_all()
+    return tuple(n for n in names if n in passes)
+
+
+def _bindings_default(batch: int | None) -> int:
+    return batch or 1
+
+
+def estimate_flops(graph: Graph, batch: int | None = None) -> int:
+    """Sum of the op schemas' FLOP estimates, every symbolic dim taken as `batch` (or 1)."""
+    d = _bindings_default(batch)
+
+    def concrete(t):
+        return tuple(x if isinstance(x, int) else d for x in t.shape)
+
+    types = graph.types
+    total = 0
+    for n in graph.nodes:
+        ins = [concrete(types[v]) for v in n.inputs]
+        total += int(schema(n.op).flops(ins, concrete(n.type), dict(n.attrs)))
+    return total
+
+
+def estimate_bytes(graph: Graph, batch: int | None = None) -> int:
+    """Sum of the sizes of every value (inputs, parameters, node outputs) at `batch` (or 1)."""
+    d = _bindings_default(batch)
+    return sum(t.nbytes(default=d) for t in graph.types.values())
+
+
+def stats_for(name: str, before: Graph, after: Graph, ms: float, batch: int | None = None) -> PassStats:
+    return PassStats(
+        name=name,
+        nodes_before=len(before.nodes),
+        nodes_after=len(after.nodes),
+        flops=estimate_flops(after, batch),
+        bytes=estimate_bytes(after, batch),
+        ms=ms,
+        peak_bytes=peak_live_bytes(after, batch=batch),
+    )
+
+
+def run_pipeline(
+    graph: Graph,
+    names: Sequence[str],
+    *,
+    verify: bool = True,
+    on_pass: OnPass | None = None,
+    batch: int | None = None,
+) -> tuple[Graph, list[PassStats]]:
+    """Run the passes `names` in order; verify after each (naming the pass on failure) and
+    return the final graph with one PassStats per pass."""
+    passes = load_all()
+    unknown = [n for n in names if n not in passes]
+    if unknown:
+        raise IRError(
+            f"unknown pass(es) {', '.join(map(repr, unknown))}",
+            hint=f"known passes: {', '.join(sorted(passes))}",
+        )
+    if verify:
+        from ..ir.verify import verify as verify_graph
+    all_stats: list[PassStats] = []
+    for index, name in enumerate(names):
+        start = time.perf_counter()
+        try:
+            result = passes[name].fn(graph)
+        except Exception as e:  # a bug in a pass: say which one, keep the traceback
+            e.add_note(f"in pass {name!r}")
+            raise
+        ms = (time.perf_counter() - start) * 1e3
+        if not isinstance(result, Graph):
+            raise IRError(f"pass {name!r} returned a {type(result).__name__}, not a Graph")
+        if verify:
+            where = f"after pass {name}"
+            try:
+                verify_graph(result, where=where)
+            except IRError as e:
+                if name in e.message:
+                    raise
+                raise IRError(f"{where}: {e.message}", loc=e.loc, hint=e.hint) from e
+        stats = stats_for(name, graph, result, ms, batch)
+        all_stats.append(stats)
+        if on_pass is not None:
+            on_pass(index, name, result, stats)
+        graph = result
+    return graph, all_stats
+
+
+def format_stats(stats: Sequence[PassStats]) -> str:
+    """A fixed-width table of pass statistics (for `tinyc compile --passes`)."""
+    lines = [f"{'pass':<12}{'nodes':>14}{'MFLOP':>12}{'MB':>10}{'peak MB':>10}{'ms':>10}"]
+    for s in stats:
+        nodes = f"{s.nodes_before}->{s.nodes_after}"
+        lines.append(
+            f"{s.name:<12}{nodes:>14}{s.flops / 1e6:>12.3f}{s.bytes / 2**20:>10.3f}"
+            f"{s.peak_bytes / 2**20:>10.3f}{s.ms:>10.2f}"
+        )
+    total = math.fsum(s.ms for s in stats)
+    lines.append(f"{'total':<12}{'':>14}{'':>12}{'':>10}{'':>10}{total:>10.2f}")
+    return "\n".join(lines)
