@@ -1,0 +1,28 @@
+"""The autodiff pass: append the loss gradient of every trainable parameter as outputs."""
+
+from __future__ import annotations
+
+from ...ir.errors import IRError
+from ...ir.graph import Graph
+from ..autodiff import gradients
+from . import register_pass
+
+
+@register_pass("autodiff")
+def autodiff(graph: Graph) -> Graph:
+    """reverse-mode gradients of meta['loss'] w.r.t. every trainable parameter"""
+    loss = graph.meta.get("loss", "loss")
+    outputs = dict(graph.outputs)
+    if loss not in outputs:
+        raise IRError(f"autodiff: graph {graph.name} has no output {loss!r} to differentiate",
+                      hint="name the loss output 'loss' or set graph.meta['loss']")
+    params = [p.name for p in graph.params if p.kind == "param"]
+    clash = [p for p in params if f"grad.{p}" in outputs]
+    if clash:
+        raise IRError(f"autodiff: graph {graph.name} already has output grad.{clash[0]} (pass run twice?)")
+    new, grads = gradients(graph, outputs[loss], params)
+    # A parameter the loss does not depend on gets a zero gradient rather than none, so the
+    # optimizer sees every parameter (weight decay still applies to it); integer parameters
+    # have no gradient and are left out.
+    added = tuple((f"grad.{p}", grads[p]) for p in params if grads[p] is not None)
+    return new.with_nodes(new.nodes, outputs=graph.outputs + added)
