@@ -1,0 +1,190 @@
+"""The compile driver: model file -> traced Graph -> Program with `train_step` and `predict`.
+
+`predict` keeps the declared outputs that can be computed without the labels. Labels are the
+inputs the loss needs beyond those of the outputs that need strictly less than the loss (for
+`{"logits": x @ w}` with `loss = ce(logits, y)`, the label is `y`); when no output needs less
+than the loss, the labels are the loss's integer inputs. `Program.meta` records both lists.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from ..ir.builder import Tensor, new_graph
+from ..ir.errors import ModelFileError, TinycError
+from ..ir.graph import Graph
+from ..ir.program import Entry, Program
+from ..ir.train import Train, optimizer_spec
+from ..runtime.executor import PREDICT_ENTRY, TRAIN_ENTRY
+from . import manager
+from .graphutil import live_values
+
+LOSS = "loss"
+ENTRIES = (TRAIN_ENTRY, PREDICT_ENTRY)  # the order compile_graph builds them in
+_counter = itertools.count()
+
+
+def _import_model(path: str):
+    """Import the model file under a fresh module name, its folder first on sys.path."""
+    name = os.path.basename(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isfile(path):
+        raise ModelFileError("no such model file", loc=name)
+    spec = importlib.util.spec_from_file_location(f"_tinyc_model_{next(_counter)}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        where = os.path.basename(e.filename or path)
+        raise ModelFileError(f"syntax error: {e.msg}", loc=f"{where}:{e.lineno or 1}") from None
+    except TinycError:
+        raise
+    except (Exception, SystemExit) as e:
+        raise _user_error(path, e, "importing the model file") from e
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
+    return module
+
+
+def _user_error(path: str, e: BaseException, doing: str) -> ModelFileError:
+    """A ModelFileError at the innermost traceback frame in the user's file."""
+    line = 1
+    for frame, lineno in traceback.walk_tb(e.__traceback__):
+        if os.path.abspath(frame.f_code.co_filename) == os.path.abspath(path):
+            line = lineno
+    text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    return ModelFileError(f"{doing}: {text}", loc=f"{os.path.basename(path)}:{line}")
+
+
+def trace_model_file(path: str, entry: str = "model") -> tuple[Graph, Train]:
+    """Import `path`, call its `entry` inside a fresh graph, return the traced Graph and Train."""
+    name = os.path.basename(path)
+    graph_name = os.path.splitext(name)[0]
+    with new_graph(graph_name) as b:
+        module = _import_model(path)
+        fn = getattr(module, entry, None)
+        if not callable(fn):
+            raise ModelFileError(f"defines no function {entry!r}", loc=f"{name}:1",
+                                 hint=f"define `def {entry}():` returning tc.Train(loss, ...), or pass --entry")
+        line = getattr(getattr(fn, "__code__", None), "co_firstlineno", 1)
+        try:
+            train = fn()
+        except TinycError:
+            raise
+        except Exception as e:
+            raise _user_error(path, e, f"calling {entry}()") from e
+        if not isinstance(train, Train):
+            raise ModelFileError(f"{entry}() returned {type(train).__name__}, not tc.Train",
+                                 loc=f"{name}:{line}", hint="return tc.Train(loss, outputs={...}, optimizer=...)")
+        graph = _train_graph(b, train, f"{name}:{line}")
+    return graph, train
+
+
+def _train_graph(b, train: Train, loc: str) -> Graph:
+    if not isinstance(train.loss, Tensor) or train.loss.builder is not b:
+        raise ModelFileError("tc.Train(loss=...) must be a Tensor traced in this model", loc=loc)
+    if train.loss.type.shape != () or not train.loss.type.is_float:
+        raise ModelFileError(f"the loss must be a float scalar, got {train.loss.type}", loc=loc,
+                             hint="reduce it with .mean() or .sum()")
+    outputs = dict(train.outputs)
+    if LOSS in outputs:
+        raise ModelFileError("outputs may not be named 'loss': the loss is always an output", loc=loc)
+    for key, t in outputs.items():
+        if not isinstance(t, Tensor) or t.builder is not b:
+            raise ModelFileError(f"output {key!r} must be a Tensor traced in this model", loc=loc)
+    meta = {"loss": LOSS, "optimizer": optimizer_spec(train.optimizer), "train": train.defaults()}
+    return b.graph({LOSS: train.loss, **outputs}, meta=meta)
+
+
+def _input_deps(graph: Graph, value: str) -> frozenset[str]:
+    names = {i.name for i in graph.inputs}
+    return frozenset(v for v in live_values(graph, [value]) if v in names)
+
+
+def split_inputs(graph: Graph) -> tuple[list[str], list[str]]:
+    """(data inputs, label inputs) of a traced training graph (rule in the module docstring)."""
+    outs = dict(graph.outputs)
+    loss_deps = _input_deps(graph, outs[graph.meta.get("loss", LOSS)])
+    others = [_input_deps(graph, v) for k, v in graph.outputs if k != graph.meta.get("loss", LOSS)]
+    smaller = [d for d in others if d < loss_deps]
+    if smaller:
+        labels = loss_deps - frozenset().union(*smaller)
+    else:
+        types = graph.types
+        labels = frozenset(v for v in loss_deps if types[v].dtype in ("i64", "bool"))
+    order = [i.name for i in graph.inputs]
+    return [v for v in order if v not in labels], [v for v in order if v in labels]
+
+
+def _entry(name: str, graph: Graph) -> Entry:
+    meta = dict(graph.meta)
+    plan = meta.pop("memplan", {})
+    return Entry(name, graph.with_nodes(graph.nodes, meta=meta), plan)
+
+
+def compile_graph(graph: Graph, on_pass: Callable | None = None) -> tuple[Program, dict[str, list]]:
+    """Compile a traced training graph into a Program; also returns each entry's PassStats.
+
+    `on_pass(index, name, graph, stats)` is the pass manager's hook; it sees train_step's passes
+    first, then predict's (`index` restarts at 0 with each entry, in ENTRIES order).
+    """
+    from .. import __version__
+
+    batch = (graph.meta.get("train") or {}).get("batch_size")
+    data, labels = split_inputs(graph)
+
+    train, train_stats = manager.run_pipeline(graph, manager.available(manager.DEFAULT_PIPELINE),
+                                              on_pass=on_pass, batch=batch)
+    entries = {TRAIN_ENTRY: _entry(TRAIN_ENTRY, train)}
+    stats = {TRAIN_ENTRY: train_stats}
+    loss = graph.meta.get("loss", LOSS)
+    label_set = set(labels)
+    keep = [(k, v) for k, v in graph.outputs if k != loss and not (_input_deps(graph, v) & label_set)]
+    if keep:
+        meta = {k: v for k, v in graph.meta.items() if k in ("train",)}
+        fwd = graph.with_nodes(graph.nodes, outputs=keep, updates=(), meta=meta)
+        fwd = _prune(fwd)
+        predict, predict_stats = manager.run_pipeline(fwd, manager.available(manager.FORWARD_PIPELINE),
+                                                      on_pass=on_pass, batch=batch)
+        entries[PREDICT_ENTRY] = _entry(PREDICT_ENTRY, predict)
+        stats[PREDICT_ENTRY] = predict_stats
+    meta: dict[str, Any] = {
+        "train": dict(graph.meta.get("train", {})),
+        "optimizer": dict(graph.meta.get("optimizer", {})),
+        "model": graph.name,
+        "tinyc": __version__,
+        "data_inputs": data,
+        "label_inputs": labels,
+    }
+    return Program(entries, meta), stats
+
+
+def _prune(graph: Graph) -> Graph:
+    """Only the nodes, inputs and parameters the outputs need (labels drop out of predict)."""
+    live = live_values(graph)
+    nodes = [n for n in graph.nodes if n.out in live]
+    used = {n.attrs["name"] for n in nodes if n.op == "constant"}
+    return graph.with_nodes(
+        nodes,
+        inputs=tuple(i for i in graph.inputs if i.name in live),
+        params=tuple(p for p in graph.params if p.name in live),
+        constants={k: a for k, a in graph.constants.items() if k in used},
+    )
+
+
+def compile_file(path: str, entry: str = "model", on_pass: Callable | None = None) -> tuple[Program, dict[str, list]]:
+    """Trace and compile a model file."""
+    graph, _ = trace_model_file(path, entry)
+    program, stats = compile_graph(graph, on_pass)
+    meta = dict(program.meta)
+    meta["model"] = os.path.basename(path)
+    return Program(program.entries, meta), stats

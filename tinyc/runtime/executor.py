@@ -1,0 +1,299 @@
+"""The executor: runs a Program's entries with preallocated buffers and in-place updates.
+
+Per entry and per binding of the symbolic dims (the batch size), it builds once a flat list of
+instructions `(kernel bound to its attributes and output buffer, input arrays, output array,
+node)`. Buffers follow the entry's memory plan (see `tinyc.compiler.passes.memplan`): one raw
+byte arena per slot, viewed as each value's dtype and shape. A step then is: copy the feeds into
+the input buffers, call every kernel, copy outputs out and write updates into the parameter
+arrays. No graph walking, shape arithmetic or allocation of planned values happens per step.
+
+Imports only `tinyc.ir` and the runtime (never the compiler, models, cli or networkx).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from ..ir.errors import CheckpointError, DataError, IRError, NumericsError, TinycError
+from ..ir.graph import Graph, Node
+from ..ir.ops import OPS
+from ..ir.program import Entry, Program
+from .init import init_param
+from .kernels import KERNELS
+
+TRAIN_ENTRY, PREDICT_ENTRY, LR_INPUT = "train_step", "predict", "lr"
+
+
+def load(path: str) -> Program:
+    """Read a `.ir` file (validated by the codec; never executes code)."""
+    from ..ir.codec import load_program
+
+    return load_program(path)
+
+
+def _shape(shape) -> str:
+    return "[" + ",".join(map(str, shape)) + "]"
+
+
+@dataclass
+class _Compiled:
+    """An entry ready to run at one binding of its symbols."""
+
+    input_bufs: list[np.ndarray]
+    instrs: list[tuple]  # (call, inputs, out, node)
+    outputs: list[tuple[str, np.ndarray]]
+    snapshots: list[tuple[np.ndarray, np.ndarray]]  # (temp, src): params read by updates, saved first
+    writes: list[tuple[np.ndarray, np.ndarray]]  # (param array, new value)
+
+
+class _EntryRunner:
+    """One entry: its inputs, plan and the instruction lists built so far (keyed by bindings)."""
+
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
+        self.graph: Graph = entry.graph
+        self.inputs = [(i.name, i.type) for i in self.graph.inputs]
+        self.symbolic = any(t.symbols for _, t in self.inputs)
+        self.cache: dict[tuple, _Compiled] = {}
+        missing = sorted({n.op for n in self.graph.nodes} - set(KERNELS))
+        if missing:
+            raise IRError(f"entry {entry.name!r}: no kernel for op(s) {', '.join(missing)}")
+
+    def bind(self, feeds: Mapping[str, Any]) -> tuple[list[np.ndarray], tuple]:
+        """The feed arrays in input order, and the symbol bindings they imply (checked)."""
+        arrays, bindings = [], {}
+        for name, t in self.inputs:
+            if name not in feeds:
+                raise DataError(f"entry {self.entry.name!r} needs input {name!r} ({t}); got "
+                                f"{', '.join(sorted(feeds)) or 'nothing'}")
+            a = np.asarray(feeds[name])
+            if a.ndim != t.rank:
+                raise DataError(f"input {name!r} has shape {_shape(a.shape)}, expected {t}")
+            for d, n in zip(t.shape, a.shape):
+                if isinstance(d, str):
+                    if bindings.setdefault(d, n) != n:
+                        raise DataError(f"input {name!r} has shape {_shape(a.shape)}, but {d}={bindings[d]} "
+                                        f"from another input (expected {t})")
+                elif d != n:
+                    raise DataError(f"input {name!r} has shape {_shape(a.shape)}, expected {t}")
+            arrays.append(a)
+        return arrays, tuple(sorted(bindings.items()))
+
+
+class Executor:
+    """Holds parameters and optimizer state of a Program and runs its entries.
+
+    Parameter arrays are created once and only ever written into (instruction lists hold them).
+    Updates may be computed straight into them, so a step that fails part way (a kernel error,
+    a NumericsError) can leave them partly updated: reload a checkpoint after such an error.
+    """
+
+    def __init__(self, program: Program, seed: int = 0, check_numerics: bool = False) -> None:
+        self.program = program
+        self.seed = seed
+        self.check_numerics = check_numerics
+        self._runners = {name: _EntryRunner(e) for name, e in program.entries.items()}
+        self.params: dict[str, np.ndarray] = {}
+        self._specs = {}
+        for e in program.entries.values():
+            for p in e.graph.params:
+                if p.name in self._specs:
+                    if self._specs[p.name].type != p.type:
+                        raise IRError(f"parameter {p.name!r} is {self._specs[p.name].type} in one entry "
+                                      f"and {p.type} in another")
+                    continue
+                self._specs[p.name] = p
+                # arrays are never replaced, only written into: instruction lists hold them
+                self.params[p.name] = np.array(init_param(p, seed), order="C")
+
+    # ------------------------------------------------------------------ running
+    def train_step(self, feeds: Mapping[str, Any], lr: float | None = None) -> dict[str, Any]:
+        """One optimizer step on a batch; returns "loss" and the declared outputs."""
+        runner = self._runner(TRAIN_ENTRY)
+        if any(name == LR_INPUT for name, _ in runner.inputs):
+            if lr is None:
+                lr = float(self.program.meta.get("train", {}).get("lr", 0.0))
+            feeds = {**feeds, LR_INPUT: lr}
+        return self.run(TRAIN_ENTRY, feeds)
+
+    def predict(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """The forward outputs of a batch (no parameter change)."""
+        return self.run(PREDICT_ENTRY, feeds)
+
+    def run(self, entry: str, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """Run `entry` on `feeds`; results are copies (0-d results as Python scalars)."""
+        runner = self._runner(entry)
+        arrays, key = runner.bind(feeds)
+        compiled = runner.cache.get(key)
+        if compiled is None:
+            compiled = runner.cache[key] = self._compile(runner, dict(key))
+        for buf, a, (name, _) in zip(compiled.input_bufs, arrays, runner.inputs):
+            try:
+                np.copyto(buf, a, casting="same_kind")
+            except TypeError:
+                raise DataError(f"input {name!r} has dtype {a.dtype}, expected {buf.dtype}") from None
+        if self.check_numerics:
+            self._execute_checked(compiled.instrs)
+        else:
+            self._execute(compiled.instrs)
+        results = {name: (a.item() if a.ndim == 0 else a.copy()) for name, a in compiled.outputs}
+        for tmp, src in compiled.snapshots:
+            np.copyto(tmp, src)
+        for dst, src in compiled.writes:
+            np.copyto(dst, src)
+        return results
+
+    @staticmethod
+    def _execute(instrs: list[tuple]) -> None:
+        copyto = np.copyto
+        try:
+            for call, ins, out, node in instrs:
+                r = call(*ins)
+                if r is not out:
+                    copyto(out, r)
+        except Exception as e:
+            raise _node_error(node, e) from e  # `node`: the failing instruction (loop variable)
+
+    @staticmethod
+    def _execute_checked(instrs: list[tuple]) -> None:
+        for call, ins, out, node in instrs:
+            try:
+                r = call(*ins)
+                if r is not out:
+                    np.copyto(out, r)
+            except Exception as e:
+                raise _node_error(node, e) from e
+            if out.dtype.kind == "f" and not np.isfinite(out).all():
+                bad = "NaN" if np.isnan(out).any() else "Inf"
+                raise NumericsError(f"{node.op} %{node.out} produced {bad} ({node.type})"
+                                    + (f" [{node.note}]" if node.note else ""), loc=node.loc,
+                                    hint="lower the learning rate, or look at this op's inputs")
+
+    def _runner(self, entry: str) -> _EntryRunner:
+        if entry not in self._runners:
+            raise IRError(f"program has no entry {entry!r}; it has {', '.join(self._runners) or 'none'}")
+        return self._runners[entry]
+
+    # ------------------------------------------------------------------ building
+    def _compile(self, runner: _EntryRunner, bindings: dict[str, int]) -> _Compiled:
+        """The instruction list of an entry at `bindings`, with every buffer allocated."""
+        graph, plan = runner.graph, runner.entry.plan or {}
+        types = graph.types
+        env: dict[str, np.ndarray] = {}
+        input_bufs = []
+        for name, t in runner.inputs:
+            env[name] = np.empty(t.concrete(bindings), t.np_dtype)
+            input_bufs.append(env[name])
+        for p in graph.params:
+            env[p.name] = self.params[p.name]
+        slots = plan.get("slots", {})
+        inplace = plan.get("inplace", {})
+        static = set(plan.get("static", ()))
+        updated = {p for p, _ in graph.updates}
+        for v, p in inplace.items():
+            if p not in updated or types.get(v) != types.get(p):
+                raise IRError(f"memory plan writes %{v} into parameter {p!r}, which it may not")
+        arenas = _arenas(slots, types, bindings)
+        instrs = []
+        for node in graph.nodes:
+            t = node.type
+            shape = t.concrete(bindings)
+            if node.out in inplace:
+                out = self.params[inplace[node.out]]
+            elif node.out in slots:
+                nbytes = int(np.prod(shape, dtype=np.int64)) * t.np_dtype.itemsize
+                out = arenas[slots[node.out]][:nbytes].view(t.np_dtype).reshape(shape)
+            else:
+                out = np.empty(shape, t.np_dtype)
+            attrs = _resolve_attrs(node, graph, bindings)
+            call = partial(KERNELS[node.op], out=out, **attrs)
+            ins = tuple(env[u] for u in node.inputs)
+            env[node.out] = out
+            if node.out in static and not node.inputs:
+                _execute_one(call, ins, out, node)  # inputs-free: computed once per binding
+            else:
+                instrs.append((call, ins, out, node))
+        outputs = [(name, env[v]) for name, v in graph.outputs]
+        snapshots, writes = [], []
+        for p, v in graph.updates:
+            src = env[v]
+            if src is self.params[p]:
+                continue  # computed in place
+            if v in self.params:  # an update that reads a parameter: save it before any write
+                tmp = np.empty_like(src)
+                snapshots.append((tmp, src))
+                src = tmp
+            writes.append((self.params[p], src))
+        return _Compiled(input_bufs, instrs, outputs, snapshots, writes)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of every parameter and optimizer-state array, by name."""
+        return {name: a.copy() for name, a in self.params.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
+        """Write arrays into the parameters (and state); names, shapes and dtypes must match."""
+        unknown = sorted(set(state) - set(self.params))
+        if unknown:
+            raise CheckpointError(f"checkpoint has tensor(s) the program does not: {', '.join(unknown)}")
+        missing = sorted(set(self.params) - set(state))
+        if strict and missing:
+            raise CheckpointError(f"checkpoint lacks tensor(s): {', '.join(missing)}")
+        checked = {}
+        for name, value in state.items():
+            a, want = np.asarray(value), self.params[name]
+            if a.shape != want.shape:
+                raise CheckpointError(f"parameter {name!r}: checkpoint has shape {_shape(a.shape)}, "
+                                      f"the program expects {_shape(want.shape)}", loc=self._specs[name].loc)
+            if a.dtype != want.dtype:
+                raise CheckpointError(f"parameter {name!r}: checkpoint has dtype {a.dtype}, "
+                                      f"the program expects {want.dtype}", loc=self._specs[name].loc)
+            checked[name] = a
+        for name, a in checked.items():  # all checked before any is written
+            np.copyto(self.params[name], a)
+
+
+def _arenas(slots: Mapping[str, int], types, bindings: Mapping[str, int]) -> dict[int, np.ndarray]:
+    """One byte array per slot, as large as the largest of its values at `bindings`."""
+    size: dict[int, int] = {}
+    for v, s in slots.items():
+        t = types.get(v)
+        if t is None or not isinstance(s, int) or s < 0:
+            raise IRError(f"memory plan places %{v} in slot {s!r}, but the entry has no such value or slot")
+        size[s] = max(size.get(s, 0), int(np.prod(t.concrete(bindings), dtype=np.int64)) * t.np_dtype.itemsize)
+    return {s: np.empty(max(n, 1), np.uint8) for s, n in size.items()}
+
+
+def _resolve_attrs(node: Node, graph: Graph, bindings: Mapping[str, int]) -> dict[str, Any]:
+    """The node's attributes with symbols replaced by ints; constants get their array as `value`."""
+    spec = OPS[node.op].attrs if node.op in OPS else {}
+    attrs = {}
+    for k, v in node.attrs.items():
+        if k in spec and spec[k].kind == "shape":
+            v = tuple(bindings[d] if isinstance(d, str) else d for d in v)
+        attrs[k] = v
+    if node.op == "constant":
+        attrs["value"] = graph.constants[node.attrs["name"]]
+    return attrs
+
+
+def _execute_one(call, ins, out, node: Node) -> None:
+    try:
+        r = call(*ins)
+        if r is not out:
+            np.copyto(out, r)
+    except Exception as e:
+        raise _node_error(node, e) from e
+
+
+def _node_error(node: Node, e: Exception) -> TinycError:
+    """A kernel failure naming the node and the user's line."""
+    where = f" [{node.note}]" if node.note else ""
+    if isinstance(e, TinycError):
+        return type(e)(f"{node.op} %{node.out}{where}: {e.message}", loc=e.loc or node.loc, hint=e.hint)
+    return TinycError(f"{node.op} %{node.out}{where} failed: {type(e).__name__}: {e}", loc=node.loc)
