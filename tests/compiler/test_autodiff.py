@@ -280,3 +280,14 @@ def test_autodiff_pass_errors():
     once = PASSES["autodiff"].fn(graph)
     with pytest.raises(IRError, match="already has output"):
         PASSES["autodiff"].fn(once)
+
+
+def test_autodiff_pass_on_a_graph_without_parameters_adds_nothing():
+    from tinyc.compiler.passes import load_all
+
+    with tc.graph() as b:
+        x = tc.input("x", ("B", 3))
+        loss = (x * x).sum()
+    g = b.graph({"loss": loss}, meta={"loss": "loss"})
+    out = load_all()["autodiff"].fn(g)
+    assert out.outputs == g.outputs and out.nodes == g.nodes

@@ -36,7 +36,7 @@ def _on_path(b: Builder, nodes: Sequence[Node], y: str, wrt: set[str]) -> set[st
     types = b.types
     dag = nx.DiGraph()
     dag.add_edges_from((v, n.out) for n in nodes if n.type.is_float for v in n.inputs if types[v].is_float)
-    dag.add_node(y)
+    dag.add_nodes_from((y, _SOURCE))
     dag.add_edges_from((_SOURCE, w) for w in wrt)
     return (nx.ancestors(dag, y) | {y}) & nx.descendants(dag, _SOURCE)
 
