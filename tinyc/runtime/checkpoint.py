@@ -62,8 +62,8 @@ def encode_checkpoint(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]
     from safetensors.numpy import save
 
     # safetensors' NumPy writer has saved non-contiguous arrays with the wrong layout in some
-    # versions: always hand it contiguous copies.
-    arrays = {name: np.ascontiguousarray(a) for name, a in tensors.items()}
+    # versions: always hand it contiguous copies (reshaped back: ascontiguousarray makes 0-d arrays 1-d).
+    arrays = {name: np.ascontiguousarray(a).reshape(np.shape(a)) for name, a in tensors.items()}
     metadata = {
         "format": FORMAT,
         "version": str(VERSION),

@@ -1,0 +1,89 @@
+"""`tinyc compile MODEL.py -o OUT.ir`: trace, run the pass pipeline, write the program."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import DebugOption, fail, handles_errors
+from .output import echo, human_bytes, table
+from .session import Compiled, compile_model
+from .views import param_count, planned_peak
+
+
+@handles_errors
+def compile(
+    model: Annotated[Path | None, typer.Argument(
+        help="Model file whose model() (or --entry) returns tc.Train.", metavar="MODEL.py",
+        show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="Program file to write (default: MODEL's name with .ir, in the current directory).",
+        show_default=False)] = None,
+    entry: Annotated[str, typer.Option("--entry", help="Function of the model file to call.")] = "model",
+    dump_dir: Annotated[Path | None, typer.Option(
+        "--dump-dir", help="Write the IR text before and after every pass: DIR/<entry>/NN-<pass>.txt.",
+        show_default=False)] = None,
+    list_passes: Annotated[bool, typer.Option("--list-passes", help="List the registered passes and exit.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Compile a model file into a program file (.ir) that `tinyc run` trains."""
+    if list_passes:
+        print_passes()
+        return
+    if model is None:
+        raise fail("missing MODEL (a model file such as examples/mlp_mnist.py)",
+                   hint="tinyc compile MODEL.py -o MODEL.ir")
+    if model.suffix == ".ir":
+        raise fail(f"{model} is a compiled program, not a model file", hint=f"tinyc inspect {model}")
+    out = output if output is not None else Path(model.stem + ".ir")
+    if not out.parent.is_dir():  # say so before compiling, not after
+        raise fail(f"cannot write {out}: no folder {out.parent}")
+    compiled = compile_model(model, entry)
+    if dump_dir is not None:
+        write_dumps(compiled, dump_dir)
+    from ..ir import codec
+
+    codec.save_program(compiled.program, str(out))
+    echo(summary_line(compiled, out))
+
+
+def summary_line(compiled: Compiled, out: Path) -> str:
+    """`wrote mlp.ir: train_step 160 nodes, predict 12 nodes; 101,770 params; planned peak 1.2 MiB at batch 64`."""
+    program = compiled.program
+    entries = ", ".join(f"{name} {len(e.graph.nodes)} nodes" for name, e in program.entries.items())
+    params = max((param_count(e.graph)[1] for e in program.entries.values()), default=0)
+    text = f"wrote {out}: {entries}; {params:,} params"
+    peak = planned_peak(program)
+    if peak is not None:
+        text += f"; planned peak {human_bytes(peak[0])}" + (f" at batch {peak[1]}" if peak[1] is not None else "")
+    return text
+
+
+def write_dumps(compiled: Compiled, dump_dir: Path) -> None:
+    """DIR/<entry>/00-trace.txt, 01-verify.txt, ...: the IR text before any pass, then after each."""
+    from ..ir.printer import format_graph
+
+    for entry_name, steps in compiled.history.items():
+        folder = dump_dir / entry_name
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, (pass_name, graph) in enumerate(steps):
+            (folder / f"{index:02d}-{pass_name}.txt").write_text(format_graph(graph))
+
+
+def print_passes() -> None:
+    """Every registered pass with its one-line description, default pipeline order first."""
+    from ..compiler.manager import DEFAULT_PIPELINE, available
+    from ..compiler.passes import load_all
+
+    passes = load_all()
+    order = [n for n in DEFAULT_PIPELINE if n in passes] + sorted(n for n in passes if n not in DEFAULT_PIPELINE)
+    table(["pass", "description"], [(n, passes[n].description) for n in order])
+    missing = [n for n in DEFAULT_PIPELINE if n not in passes]
+    echo(f"default pipeline: {' -> '.join(available(DEFAULT_PIPELINE))}"
+         + (f" (not in this build: {', '.join(missing)})" if missing else ""))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compile")(compile)

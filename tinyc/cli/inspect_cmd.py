@@ -1,0 +1,140 @@
+"""`tinyc inspect FILE`: what a program (or a model file, compiled in memory) contains."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..ir.graph import Graph
+from .errors import DebugOption, fail, handles_errors
+from .output import echo, human_bytes, human_count, table
+from .session import TRACE, Compiled, load
+from .views import print_summary, summary_json, to_dot
+
+
+class Format(str, Enum):
+    text = "text"
+    dot = "dot"
+    json = "json"
+
+
+def _opt(flag: str, text: str, **kw: Any) -> Any:
+    return typer.Option(flag, help=text, show_default=False, **kw)
+
+
+@handles_errors
+def inspect(
+    file: Annotated[Path, typer.Argument(
+        help="A program file (.ir) or a model file (.py, compiled in memory).", metavar="FILE", show_default=False)],
+    passes: Annotated[bool, _opt("--passes", "Per-pass table: nodes before -> after, FLOPs, bytes, peak, ms.")] = False,
+    after: Annotated[str | None, _opt("--after", "Show the graph after PASS (model files; 'trace': before any).",
+                                      metavar="PASS")] = None,
+    diff: Annotated[str | None, _opt("--diff", "Show what PASS changed (model files).", metavar="PASS")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
+    memory: Annotated[bool, _opt("--memory", "Memory report per entry: planned peak, what is alive there, reuse "
+                                             "(with --format json: a 'memory' key).")] = False,
+    entry: Annotated[str | None, _opt("--entry", "Only this program entry (train_step or predict).",
+                                      metavar="NAME")] = None,
+    model_fn: Annotated[str, typer.Option("--model-fn", help="Function of a model file to call.")] = "model",
+    batch: Annotated[int | None, _opt("--batch", "Batch size for --memory (default: the plan's).", min=1)] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Show a program: summary and IR text, pass statistics, one pass's effect, DOT or JSON."""
+    compiled = load(file, model_fn)
+    program = compiled.program
+    if entry is not None:
+        program.entry(entry)  # raises IRError naming the entries there are
+    entries = [entry] if entry is not None else list(program.entries)
+    if (passes or after or diff) and not compiled.from_model:
+        raise fail(f"{file}: --passes, --after and --diff need a model file (.py)",
+                   hint="a .ir file holds only the final graphs; run `tinyc inspect MODEL.py --passes`")
+
+    if fmt is Format.json:
+        reports = None
+        if memory:
+            from ..compiler.passes.memplan import memory_report
+
+            reports = {name: memory_report(program.entries[name], batch) for name in entries}
+        echo(summary_json(program, str(file), entries, compiled.stats, reports))
+    elif fmt is Format.dot:
+        if after or diff:
+            raise fail("--format dot shows the final program; drop --after/--diff")
+        echo(to_dot(program, entries))
+    elif passes:
+        print_pass_table(compiled, entries)
+    elif after:
+        for name in entries:
+            echo(_format_graph(_graph_after(compiled, name, after)))
+    elif diff:
+        from ..compiler.diff import diff_graphs, format_diff
+
+        for name in entries:
+            before, changed = _graphs_around(compiled, name, diff)
+            text = format_diff(diff_graphs(before, changed)).rstrip("\n")
+            echo(f"# entry {name}: {diff}")
+            echo(text or "(no change)")
+    elif memory:
+        print_memory(compiled, entries, batch)
+    else:
+        from ..ir.printer import format_graph
+
+        print_summary(program, str(file), entries)
+        for name in entries:
+            echo("")
+            echo(f"# entry {name}")
+            echo(format_graph(program.entries[name].graph).rstrip("\n"))
+
+
+def print_pass_table(compiled: Compiled, entries: list[str]) -> None:
+    """Per entry: pass, nodes before -> after, estimated FLOPs, bytes and peak live bytes, ms."""
+    for i, name in enumerate(entries):
+        if i:
+            echo("")
+        rows = [(s.name, f"{s.nodes_before} -> {s.nodes_after}", human_count(s.flops), human_bytes(s.bytes),
+                 human_bytes(getattr(s, "peak_bytes", 0)), f"{s.ms:.2f}") for s in compiled.stats.get(name, [])]
+        batch = compiled.program.meta.get("train", {}).get("batch_size")
+        title = f"entry {name}" + (f" (estimates at batch {batch})" if batch else "")
+        table(["pass", "nodes", "FLOPs", "bytes", "peak", "ms"], rows, title=title, right=(1, 2, 3, 4, 5))
+
+
+def print_memory(compiled: Compiled, entries: list[str], batch: int | None) -> None:
+    from ..compiler.passes.memplan import format_memory_report, memory_report
+
+    for i, name in enumerate(entries):
+        if i:
+            echo("")
+        echo(f"# entry {name}")
+        echo(format_memory_report(memory_report(compiled.program.entries[name], batch)))
+
+
+def _graph_after(compiled: Compiled, entry: str, pass_name: str) -> Graph:
+    steps = compiled.history.get(entry, [])
+    for name, graph in steps:
+        if name == pass_name:
+            return graph
+    raise _unknown_pass(entry, pass_name, [n for n, _ in steps])
+
+
+def _graphs_around(compiled: Compiled, entry: str, pass_name: str) -> tuple[Graph, Graph]:
+    steps = compiled.history.get(entry, [])
+    for i, (name, graph) in enumerate(steps):
+        if name == pass_name and i > 0:
+            return steps[i - 1][1], graph
+    raise _unknown_pass(entry, pass_name, [n for n, _ in steps if n != TRACE])
+
+
+def _unknown_pass(entry: str, pass_name: str, names: list[str]) -> typer.Exit:
+    return fail(f"entry {entry} did not run a pass named {pass_name!r}", hint=f"its passes: {', '.join(names)}")
+
+
+def _format_graph(graph: Graph) -> str:
+    from ..ir.printer import format_graph
+
+    return format_graph(graph).rstrip("\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("inspect")(inspect)

@@ -1,0 +1,63 @@
+"""Terminal output: rich tables on a terminal, plain aligned text when piped."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import typer
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def echo(text: str = "") -> None:
+    """Print text as is (never as rich markup: IR text is full of `[B,28]`)."""
+    typer.echo(text)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: str = "",
+          right: Sequence[int] = ()) -> None:
+    """Print a table; columns whose index is in `right` are right-aligned (numbers)."""
+    cells = [[str(c) for c in row] for row in rows]
+    if is_terminal():
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text  # Text, not str: cells such as f32[B,28] are not markup
+
+        t = Table(title=Text(title) if title else None, title_justify="left", highlight=False)
+        for i, h in enumerate(headers):
+            t.add_column(h, justify="right" if i in right else "left")
+        for row in cells:
+            t.add_row(*(Text(c) for c in row))
+        Console(highlight=False).print(t)
+        return
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+
+    if title:
+        echo(title)
+    echo(line(headers))
+    echo(line(["-" * w for w in widths]))
+    for row in cells:
+        echo(line(row))
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def human_count(n: float) -> str:
+    """1234567 -> '1.23M'."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(int(n))

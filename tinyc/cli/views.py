@@ -1,0 +1,177 @@
+"""What `tinyc inspect` shows: a program summary as text or JSON, and Graphviz DOT."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+from ..ir.graph import Graph
+from ..ir.program import Program
+from .output import echo, human_bytes, table
+
+# DOT fill colours by role; `role_of` decides the role of a node.
+COLOURS = {"forward": "#cfe2ff", "backward": "#f8d7da", "optimizer": "#d1e7dd"}
+_SOURCE_COLOURS = {"input": "#e9ecef", "param": "#fff3cd", "state": "#fde2c8"}
+
+
+def param_count(graph: Graph, kind: str = "param") -> tuple[int, int, int]:
+    """(tensors, values, bytes) of the parameters of `kind` ("param" or "state")."""
+    ps = [p for p in graph.params if p.kind == kind]
+    return len(ps), sum(p.type.numel() for p in ps), sum(p.type.nbytes() for p in ps)
+
+
+def op_counts(graph: Graph) -> dict[str, int]:
+    """op -> number of nodes, most frequent first (ties by name)."""
+    counts = Counter(n.op for n in graph.nodes)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def planned_peak(program: Program) -> tuple[int, Any] | None:
+    """(largest planned peak bytes over the entries, its batch), or None when nothing is planned."""
+    peaks = [(e.plan["peak_bytes"], e.plan.get("batch")) for e in program.entries.values()
+             if e.plan and e.plan.get("peak_bytes") is not None]
+    return max(peaks, key=lambda p: p[0]) if peaks else None
+
+
+def print_summary(program: Program, name: str, entries: list[str]) -> None:
+    """Inputs, outputs, params with sizes and total count, node count per op, for each entry."""
+    echo(f"program {name}: {len(program.entries)} entries ({', '.join(program.entries)})")
+    for entry_name in entries:
+        entry = program.entries[entry_name]
+        g = entry.graph
+        echo("")
+        echo(f"entry {entry_name}: {len(g.nodes)} nodes")
+        echo(f"  inputs:  {', '.join(f'{i.name} {i.type}' for i in g.inputs) or '-'}")
+        echo(f"  outputs: {', '.join(f'{n} {g.types[v]}' for n, v in g.outputs) or '-'}")
+        if g.updates:
+            shown = ", ".join(n for n, _ in g.updates[:6]) + (", ..." if len(g.updates) > 6 else "")
+            echo(f"  updates: {len(g.updates)} ({shown})")
+        if entry.plan and entry.plan.get("peak_bytes") is not None:
+            echo(f"  planned peak: {human_bytes(entry.plan['peak_bytes'])} at batch {entry.plan.get('batch')}")
+        tensors, values, nbytes = param_count(g)
+        echo(f"  params: {tensors} tensors, {values:,} values, {human_bytes(nbytes)}")
+        state = param_count(g, "state")
+        if state[0]:
+            echo(f"  optimizer state: {state[0]} tensors, {state[1]:,} values, {human_bytes(state[2])}")
+        if g.params:
+            table(["param", "kind", "type", "values", "init"],
+                  [(p.name, p.kind, p.type, f"{p.type.numel():,}", p.init.get("rule", "")) for p in g.params],
+                  right=(3,))
+        table(["op", "nodes"], list(op_counts(g).items()), right=(1,))
+
+
+def summary_json(program: Program, name: str, entries: list[str], stats: dict[str, list[Any]],
+                 memory: dict[str, Any] | None = None) -> str:
+    """The machine-readable summary (`inspect --format json`)."""
+    out: dict[str, Any] = {"file": name, "meta": _plain(dict(program.meta)), "entries": {}}
+    for entry_name in entries:
+        entry = program.entries[entry_name]
+        g = entry.graph
+        _, values, nbytes = param_count(g)
+        out["entries"][entry_name] = {
+            "nodes": len(g.nodes),
+            "inputs": [{"name": i.name, "type": str(i.type)} for i in g.inputs],
+            "outputs": [{"name": n, "type": str(g.types[v])} for n, v in g.outputs],
+            "updates": [n for n, _ in g.updates],
+            "params": [{"name": p.name, "kind": p.kind, "type": str(p.type), "values": p.type.numel(),
+                        "init": _plain(dict(p.init))} for p in g.params],
+            "param_count": values,
+            "param_bytes": nbytes,
+            "ops": op_counts(g),
+            "plan": {k: _plain(entry.plan[k]) for k in ("peak_bytes", "batch") if entry.plan and k in entry.plan},
+            "stats": [_plain(s) for s in stats.get(entry_name, [])],
+        }
+        if memory is not None:
+            out["entries"][entry_name]["memory"] = _plain(memory[entry_name])
+    return json.dumps(out, indent=2, sort_keys=False)
+
+
+def _plain(v: Any) -> Any:
+    """JSON-able form of meta values, PassStats and the like."""
+    if is_dataclass(v) and not isinstance(v, type):
+        return _plain(asdict(v))
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if hasattr(v, "item"):  # numpy scalar
+        return v.item()
+    return str(v)
+
+
+def role_of(graph: Graph) -> dict[str, str]:
+    """node out -> "forward" | "backward" | "optimizer".
+
+    Provenance decides first (the note `grad of ...` or `optimizer ...`); a node without it that
+    only the updates need (no named output) counts as optimizer, the rest as forward.
+    """
+    needed: set[str] = set()
+    stack = [v for _, v in graph.outputs]
+    producers = graph.producers
+    while stack:
+        v = stack.pop()
+        if v in needed or v not in producers:
+            continue
+        needed.add(v)
+        stack.extend(producers[v].inputs)
+    roles = {}
+    for n in graph.nodes:
+        if n.note.startswith("grad of"):
+            roles[n.out] = "backward"
+        elif n.note.startswith("optimizer"):
+            roles[n.out] = "optimizer"
+        elif n.out in needed:
+            roles[n.out] = "forward"
+        else:
+            roles[n.out] = "optimizer"
+    return roles
+
+
+def to_dot(program: Program, entries: list[str]) -> str:
+    """Graphviz DOT: one cluster per entry; forward, backward and optimizer nodes in three colours."""
+    lines = [
+        "digraph tinyc {",
+        "  rankdir=TB;",
+        '  node [shape=box, style="rounded,filled", fontname="monospace", fontsize=10];',
+        '  edge [color="#6c757d"];',
+    ]
+    for entry_name in entries:
+        g = program.entries[entry_name].graph
+        roles = role_of(g)
+
+        def nid(v: str, entry_name: str = entry_name) -> str:
+            return _q(f"{entry_name}/{v}")
+
+        def node(v: str, label: list[str], **attrs: str) -> None:
+            attrs = {"label": _q("\\n".join(label)), **{k: _q(a) for k, a in attrs.items()}}
+            lines.append(f"    {nid(v)} [{', '.join(f'{k}={a}' for k, a in attrs.items())}];")
+
+        lines.append(f"  subgraph {_q('cluster_' + entry_name)} {{")
+        lines.append(f"    label={_q(entry_name)};")
+        for i in g.inputs:
+            node(i.name, [i.name, str(i.type)], shape="ellipse", fillcolor=_SOURCE_COLOURS["input"])
+        for p in g.params:
+            node(p.name, [p.name, str(p.type)], shape="ellipse", fillcolor=_SOURCE_COLOURS[p.kind])
+        for c in sorted(g.constants):
+            node(c, [c], shape="note", fillcolor=_SOURCE_COLOURS["input"])
+        for n in g.nodes:
+            label = [f"%{n.out} {n.op}", str(n.type)] + ([n.where()] if n.where() else [])
+            node(n.out, label, fillcolor=COLOURS[roles[n.out]])
+            for v in n.inputs:
+                lines.append(f"    {nid(v)} -> {nid(n.out)};")
+        for kind, pairs in (("output", g.outputs), ("update", g.updates)):
+            for name, v in pairs:
+                node(f"{kind}:{name}", [f"{kind} {name}"], shape="plaintext", style="")
+                lines.append(f"    {nid(v)} -> {nid(kind + ':' + name)};")
+        lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _q(s: str) -> str:
+    """A DOT quoted string (the `\\n` in labels stays a DOT line break)."""
+    return '"' + s.replace('"', '\\"') + '"'
