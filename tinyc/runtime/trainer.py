@@ -1,0 +1,360 @@
+"""The training loop behind `tinyc run`: epochs of shuffled batches, lr schedule, evaluation,
+crash-safe checkpoints with exact resume, and a non-finite guard that names the culprit node.
+
+It drives an Executor and knows nothing of the compiler or the CLI. Progress goes to a
+`Reporter` (the CLI draws a progress bar or plain log lines); results go to the metrics file
+as JSON lines.
+
+Exact resume: a checkpoint is written only at the end of an epoch and holds the parameters,
+the optimizer state, the shuffling generator's state and the history. Everything else a step
+depends on (the batch order, the learning rate) is a pure function of those and the step
+number, so a resumed run repeats an uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..ir.errors import CheckpointError, DataError, NumericsError, TinycError
+from ..ir.program import Program
+from .checkpoint import atomic_write, check_compatible, load_checkpoint, save_checkpoint
+from .datasets import bind, epoch_order
+from .executor import LR_INPUT, PREDICT_ENTRY, TRAIN_ENTRY, Executor
+from .schedules import SCHEDULES, lr_at
+
+TIMING_KEYS = ("epoch_seconds", "examples_per_s")  # the history fields that differ between identical runs
+SNAPSHOTS_PER_EPOCH = 10  # in-memory states kept to replay a non-finite step from
+
+
+@dataclass
+class RunConfig:
+    """Training settings: the program's stored defaults, overridden by command-line flags."""
+
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 0.01
+    schedule: str = "constant"
+    warmup: int = 0
+    gamma: float = 0.1
+    step_size: int = 1
+    seed: int = 0
+    limit: int | None = None
+    shuffle: bool = True
+    checkpoint: str | None = None
+    resume: bool = False
+    metrics_out: str | None = None
+    check_numerics: bool = False
+    eval_batch_size: int = 1000
+
+    @classmethod
+    def from_program(cls, program: Program, **overrides: Any) -> RunConfig:
+        """Defaults stored by `tc.Train(...)` in the program, then every override that is not None."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in dict(program.meta.get("train", {})).items() if k in known and v is not None}
+        values.update({k: v for k, v in overrides.items() if v is not None and k in known})
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Refuse settings no run can use, naming the flag."""
+        checks = [(self.epochs >= 0, "--epochs must be >= 0"), (self.batch_size >= 1, "--batch-size must be >= 1"),
+                  (math.isfinite(self.lr) and self.lr >= 0, "--lr must be a finite number >= 0"),
+                  (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
+                  (self.warmup >= 0, "--warmup must be >= 0"), (self.limit is None or self.limit >= 1,
+                                                                 "--limit must be >= 1"),
+                  (not self.resume or bool(self.checkpoint), "--resume needs --checkpoint PATH")]
+        for ok, message in checks:
+            if not ok:
+                raise TinycError(message)
+
+    def run_settings(self) -> dict[str, Any]:
+        """The settings that decide the result, compared on resume."""
+        keys = ("batch_size", "lr", "schedule", "warmup", "gamma", "step_size", "seed", "limit", "shuffle", "epochs")
+        return {k: getattr(self, k) for k in keys}
+
+
+class Reporter:
+    """Receives progress; this one is silent. The CLI subclasses it."""
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
+    def step(self, step: int, loss: float, examples_per_s: float, lr: float) -> None: ...
+    def end_epoch(self, record: Mapping[str, Any]) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+@dataclass
+class EvalResult:
+    accuracy: float
+    confusion: np.ndarray  # [true class, predicted class] counts
+    examples: int
+
+    def per_class(self) -> list[tuple[int, int, int, float]]:
+        """(class, examples, correct, accuracy) for each class that has examples."""
+        rows = []
+        for c in range(self.confusion.shape[0]):
+            n = int(self.confusion[c].sum())
+            if n:
+                rows.append((c, n, int(self.confusion[c, c]), float(self.confusion[c, c]) / n))
+        return rows
+
+
+@dataclass
+class RunState:
+    epoch: int = 0  # epochs completed
+    step: int = 0  # training steps completed
+    history: list = field(default_factory=list)
+
+
+def data_inputs(program: Program, entry: str = TRAIN_ENTRY) -> dict:
+    """The inputs of an entry that come from the data set (all but the learning rate), with types."""
+    return {i.name: i.type for i in program.entry(entry).graph.inputs if i.name != LR_INPUT}
+
+
+class Trainer:
+    """Trains a program's `train_step` on a data set's train split, evaluating `predict` on test."""
+
+    def __init__(self, program: Program, train: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray] | None,
+                 config: RunConfig, reporter: Reporter | None = None) -> None:
+        self.program = program
+        self.config = config
+        self.reporter = reporter or Reporter()
+        self.executor = Executor(program, seed=config.seed, check_numerics=config.check_numerics)
+        self.has_accuracy = "accuracy" in dict(program.entry(TRAIN_ENTRY).graph.outputs)
+        self.train_data = bind(train, data_inputs(program))
+        if config.limit is not None:
+            self.train_data = {k: v[: config.limit] for k, v in self.train_data.items()}
+        self.test_data = eval_data(program, test) if test is not None and PREDICT_ENTRY in program.entries else None
+        self.n = len(next(iter(self.train_data.values()))) if self.train_data else 0
+        if self.n == 0:
+            raise DataError("the training set is empty")
+        self.steps_per_epoch = math.ceil(self.n / config.batch_size)
+        self.shuffle_rng = np.random.default_rng(config.seed)
+        self.state = RunState()
+        self.last_eval: EvalResult | None = None
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: str) -> None:
+        """Write the full training state (atomic: a crash leaves the old file or the new one)."""
+        meta = {"epoch": self.state.epoch, "step": self.state.step, "history": _jsonable(self.state.history),
+                "rng": self.shuffle_rng.bit_generator.state, "config": _jsonable(self.config.run_settings()),
+                "n": self.n, "model": self.program.meta.get("model", "")}
+        save_checkpoint(path, self.executor.state_dict(), meta)
+
+    def restore(self, path: str) -> None:
+        """Continue from a checkpoint written by `save` for this program and data."""
+        tensors, meta = load_checkpoint(path)
+        expected = {name: (a.shape, a.dtype) for name, a in self.executor.params.items()}
+        check_compatible(tensors, expected, source=path)
+        if meta.get("n") != self.n:
+            raise CheckpointError(f"{path}: saved for a training set of {meta.get('n')} examples, this run has {self.n}",
+                                  hint="resume with the same --data and --limit")
+        try:
+            state = RunState(int(meta["epoch"]), int(meta["step"]), list(meta.get("history", [])))
+            self.shuffle_rng.bit_generator.state = meta["rng"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: no training progress in the checkpoint ({e})",
+                                  hint="was it written by `tinyc run --checkpoint`?") from None
+        self.executor.load_state_dict(tensors)
+        self.state = state
+        saved = meta.get("config", {})
+        changed = [f"{k} {v} (checkpoint: {saved[k]})" for k, v in self.config.run_settings().items()
+                   if k in saved and saved[k] != _jsonable(v)]
+        if changed:
+            self.reporter.message("note: resuming with other settings than the checkpoint's: " + ", ".join(changed))
+
+    # ------------------------------------------------------------------ the loop
+    def lr(self, step: int) -> float:
+        """The learning rate of (0-based) global `step`."""
+        c = self.config
+        total = self.steps_per_epoch * c.epochs
+        return lr_at(step, self.steps_per_epoch, total, c.lr, c.schedule, c.warmup, c.gamma, c.step_size)
+
+    def _batch(self, order: np.ndarray, i: int) -> dict[str, np.ndarray]:
+        idx = order[i * self.config.batch_size:(i + 1) * self.config.batch_size]
+        return {name: arr[idx] for name, arr in self.train_data.items()}
+
+    def fit(self) -> dict[str, Any]:
+        """Train for the configured epochs (resuming if asked); returns the summary."""
+        cfg = self.config
+        if cfg.resume:
+            if os.path.exists(cfg.checkpoint):
+                self.restore(cfg.checkpoint)
+                self.reporter.message(f"resumed from {cfg.checkpoint} after epoch {self.state.epoch}")
+            else:
+                self.reporter.message(f"no checkpoint at {cfg.checkpoint} yet: starting from scratch")
+        # overflow is expected on the way to a NaN loss, which is caught and explained: no NumPy warnings
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            while self.state.epoch < cfg.epochs:
+                self._epoch()
+        if cfg.metrics_out:  # also when resuming a finished run that died before writing it
+            self._write_metrics()
+        if self.last_eval is None and self.test_data is not None:
+            self.last_eval = self.evaluate()
+        return {"epochs": self.state.epoch, "steps": self.state.step, "history": self.state.history,
+                "eval": self.last_eval}
+
+    def _epoch(self) -> None:
+        cfg = self.config
+        epoch = self.state.epoch + 1
+        order = epoch_order(self.n, self.shuffle_rng if cfg.shuffle else None)
+        every = max(1, self.steps_per_epoch // SNAPSHOTS_PER_EPOCH)
+        snapshots: list[tuple[int, dict]] = []  # (step in epoch, state before it)
+        self.reporter.start_epoch(epoch, cfg.epochs, self.steps_per_epoch)
+        t0 = time.perf_counter()
+        loss_sum = acc_sum = 0.0
+        seen = 0
+        lr = cfg.lr
+        for i in range(self.steps_per_epoch):
+            if i % every == 0:
+                snapshots.append((i, self.executor.state_dict()))
+            feeds = self._batch(order, i)
+            lr = self.lr(self.state.step)
+            try:
+                out = self.executor.train_step(feeds, lr)
+            except NumericsError as e:  # --check-numerics caught it in this very step
+                raise self._non_finite(epoch, i, f"a non-finite value appeared: {e.message}", e.loc) from None
+            loss = float(out["loss"])
+            if not math.isfinite(loss):
+                self._explain_non_finite(epoch, order, snapshots, i, f"loss became {loss}")
+            self.state.step += 1
+            b = len(next(iter(feeds.values())))
+            loss_sum += loss * b
+            if self.has_accuracy:
+                acc_sum += float(out["accuracy"]) * b
+            seen += b
+            self.reporter.step(i + 1, loss, seen / max(time.perf_counter() - t0, 1e-9), lr)
+        if not all(np.isfinite(a).all() for a in self.executor.params.values() if a.dtype.kind == "f"):
+            # the last update went non-finite after a finite loss: never checkpoint such a state
+            self._explain_non_finite(epoch, order, snapshots, self.steps_per_epoch, "parameters became non-finite")
+        seconds = time.perf_counter() - t0
+        record = {"epoch": epoch, "train_loss": loss_sum / seen, "steps": self.state.step, "lr": lr,
+                  "epoch_seconds": seconds, "examples_per_s": seen / max(seconds, 1e-9)}
+        if self.has_accuracy:
+            record["train_accuracy"] = acc_sum / seen
+        if self.test_data is not None:
+            self.last_eval = self.evaluate()
+            record["test_accuracy"] = self.last_eval.accuracy
+        self.state.epoch = epoch
+        self.state.history.append(record)
+        if cfg.checkpoint:
+            self.save(cfg.checkpoint)
+        if cfg.metrics_out:
+            self._write_metrics()
+        self.reporter.end_epoch(record)
+
+    def _write_metrics(self) -> None:
+        # rewritten whole (atomically) each epoch: a resumed run's file holds every epoch exactly once
+        text = "".join(json.dumps(_jsonable(r), sort_keys=True) + "\n" for r in self.state.history)
+        atomic_write(self.config.metrics_out, text.encode())
+
+    def _explain_non_finite(self, epoch: int, order: np.ndarray, snapshots: list, failed: int, what: str) -> None:
+        """Replay from the last finite snapshot with every node checked, to name the first bad node."""
+        start, state = next(((i, s) for i, s in reversed(snapshots) if _finite(s)), (None, None))
+        if start is None:
+            raise self._non_finite(epoch, failed, what, "")
+        checker = Executor(self.program, seed=self.config.seed, check_numerics=True)
+        checker.load_state_dict(state)
+        step0 = self.state.step - failed  # the global step at the epoch's first batch
+        for i in range(start, min(failed + 1, self.steps_per_epoch)):
+            try:
+                checker.train_step(self._batch(order, i), self.lr(step0 + i))
+            except NumericsError as e:
+                raise self._non_finite(epoch, i, f"{what}; the first non-finite value: {e.message}", e.loc) from None
+        raise self._non_finite(epoch, failed, f"{what} (a checked replay did not find the node)", "")
+
+    def _non_finite(self, epoch: int, step: int, what: str, loc: str) -> NumericsError:
+        cfg = self.config
+        kept = ""
+        if cfg.checkpoint and os.path.exists(cfg.checkpoint):
+            kept = f"; the last good checkpoint {cfg.checkpoint} (epoch {self.state.epoch}) is kept"
+        return NumericsError(f"epoch {epoch}, step {step + 1}: {what}{kept}", loc=loc,
+                             hint="lower the learning rate (--lr) or warm it up (--warmup N)")
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> EvalResult:
+        """Accuracy and confusion matrix on the test split."""
+        if self.test_data is None:
+            raise DataError("no test data to evaluate on")
+        return evaluate(self.executor, self.program, self.test_data, self.config.eval_batch_size)
+
+
+def eval_data(program: Program, split: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A split bound to the predict entry's inputs, plus its labels (under their input's name)."""
+    types = data_inputs(program, PREDICT_ENTRY)
+    label = label_name(program)
+    train_types = data_inputs(program, TRAIN_ENTRY)
+    if label in train_types:
+        types[label] = train_types[label]
+    return bind(split, types)
+
+
+def label_name(program: Program) -> str:
+    """The input that holds the class labels (the compiler records the label inputs)."""
+    labels = list(program.meta.get("label_inputs", []))
+    return labels[0] if len(labels) == 1 else "label"
+
+
+def evaluate(executor: Executor, program: Program, data: Mapping[str, np.ndarray], batch_size: int = 1000) -> EvalResult:
+    """Accuracy and confusion matrix of the `predict` entry's logits against the labels."""
+    label = label_name(program)
+    if label not in data:
+        raise DataError(f"evaluation needs the labels (field {label!r}) in the data set")
+    labels = np.asarray(data[label])
+    g = program.entry(PREDICT_ENTRY).graph
+    logits_name = _logits_output(program)
+    classes = g.types[dict(g.outputs)[logits_name]].shape[-1]
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise DataError(f"labels run from {labels.min()} to {labels.max()}, but the model has {classes} classes")
+    names = [i.name for i in g.inputs]
+    confusion = np.zeros((classes, classes), np.int64)
+    for start in range(0, len(labels), batch_size):
+        feeds = {name: data[name][start:start + batch_size] for name in names}
+        pred = np.asarray(executor.predict(feeds)[logits_name]).argmax(-1)
+        np.add.at(confusion, (labels[start:start + batch_size], pred), 1)
+    total = int(confusion.sum())
+    return EvalResult(float(np.trace(confusion)) / max(total, 1), confusion, total)
+
+
+def load_weights(executor: Executor, program: Program, path: str) -> dict[str, Any]:
+    """Load the predict entry's parameters from a checkpoint (optimizer state, if any, is ignored)."""
+    tensors, meta = load_checkpoint(path)
+    wanted = {p.name for p in program.entry(PREDICT_ENTRY).graph.params}
+    expected = {name: (a.shape, a.dtype) for name, a in executor.params.items() if name in wanted}
+    check_compatible({k: v for k, v in tensors.items() if k in wanted}, expected, source=path)
+    executor.load_state_dict({k: tensors[k] for k in wanted}, strict=False)
+    return meta
+
+
+def _logits_output(program: Program) -> str:
+    g = program.entry(PREDICT_ENTRY).graph
+    names = [name for name, _ in g.outputs]
+    if "logits" in names:
+        return "logits"
+    for name, value in g.outputs:
+        t = g.types[value]
+        if t.is_float and t.rank == 2:
+            return name
+    raise DataError(f"the predict entry has no logits output (it has {', '.join(names) or 'none'})",
+                    hint="return outputs={'logits': logits, ...} from the model's tc.Train")
+
+
+def _finite(state: Mapping[str, np.ndarray]) -> bool:
+    return all(np.isfinite(a).all() for a in state.values() if a.dtype.kind == "f")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
