@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tinyc.ir.errors import CheckpointError
+from tinyc.ir import fileio
 from tinyc.runtime import checkpoint as ck
 
 
@@ -35,7 +36,7 @@ def test_write_replaces_atomically_and_leaves_no_temp_files(tmp_path, monkeypatc
     def broken_fsync(fd):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ck.os, "fsync", broken_fsync)
+    monkeypatch.setattr(fileio.os, "fsync", broken_fsync)
     with pytest.raises(OSError):
         ck.save_checkpoint(str(path), {"a": np.ones(3, np.float32)}, {"epoch": 1})
     monkeypatch.undo()

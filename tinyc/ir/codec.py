@@ -23,7 +23,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -31,6 +30,7 @@ import msgpack
 import numpy as np
 
 from .errors import IRError, IRFormatError
+from .fileio import atomic_write
 from .graph import Graph, Input, Node, Param
 from .ops import OPS
 from .program import Entry, Program
@@ -67,20 +67,8 @@ def encode_program(program: Program) -> bytes:
 
 
 def save_program(program: Program, path: str | os.PathLike) -> None:
-    """Write atomically: a temp file in the same folder, fsync'd, then renamed over `path`."""
-    data = encode_program(program)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write atomically: encoded first, then a temp file in the same folder, fsync'd, renamed over `path`."""
+    atomic_write(path, encode_program(program))
 
 
 def _header() -> dict:

@@ -9,43 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
-import tempfile
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from ..ir.errors import CheckpointError
+from ..ir.fileio import atomic_write
 
 FORMAT = "tinyc.checkpoint"
 VERSION = 1
 _MAX_HEADER = 64 << 20  # a larger JSON header is damage, not a checkpoint
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Write `data` to `path` so that a crash at any moment leaves the old file or the new one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
 
 
 def _digest(tensors: Mapping[str, np.ndarray]) -> str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from tinyc.ir.errors import DataError
+from tinyc.ir.fileio import atomic_write
 
 from .idx import IMAGE_SHAPE, NUM_CLASSES
 
@@ -39,31 +40,10 @@ def _arrays(splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.nd
 def write_cache(path: str, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     """Write split -> (images uint8, labels int64) to path: temp file, fsync, rename (never half-written)."""
     arrays = _arrays(splits)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # Uncompressed, so loading is a plain read: the cached load must stay well under a second.
-            np.savez(f, version=np.array(CACHE_VERSION), sha256=np.array(content_sha256(arrays)), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is ordinary user data
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    try:  # make the rename itself durable; not every platform can open a folder
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    buffer = io.BytesIO()
+    # Uncompressed, so loading is a plain read: the cached load must stay well under a second.
+    np.savez(buffer, version=np.array(CACHE_VERSION), sha256=np.array(content_sha256(arrays)), **arrays)
+    atomic_write(path, buffer.getvalue())
 
 
 def read_cache(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
