@@ -7,7 +7,8 @@ log file or CI output stays short and greppable.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..runtime.trainer import Reporter
 from .output import echo, is_terminal
@@ -39,8 +40,10 @@ class PlainReporter(Reporter):
 
     def step(self, step: int, loss: float, examples_per_s: float, lr: float) -> None:
         if step in self.marks:
-            echo(f"epoch {self.epoch}/{self.epochs}  step {step}/{self.steps} ({step / self.steps:.0%})  "
-                 f"loss {loss:.4f}  lr {lr:.3g}  {examples_per_s:,.0f} ex/s")
+            echo(
+                f"epoch {self.epoch}/{self.epochs}  step {step}/{self.steps} ({step / self.steps:.0%})  "
+                f"loss {loss:.4f}  lr {lr:.3g}  {examples_per_s:,.0f} ex/s"
+            )
 
     def end_epoch(self, record: Mapping[str, Any]) -> None:
         echo(epoch_line(record, self.epochs))
@@ -56,13 +59,24 @@ class RichReporter(Reporter):
     """A live progress bar per epoch (loss, lr, throughput); finished epochs stay as one line each."""
 
     def __init__(self) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.3g}  {task.fields[rate]:,.0f} ex/s"),
-            TimeElapsedColumn(), TimeRemainingColumn(), transient=True)
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
         self.task = None
         self.epochs = 0
         self.started = False
@@ -72,8 +86,9 @@ class RichReporter(Reporter):
             self.progress.start()
             self.started = True
         self.epochs = epochs
-        self.task = self.progress.add_task("", total=steps, epoch=f"{epoch}/{epochs}", loss=float("nan"), lr=0.0,
-                                           rate=0.0)
+        self.task = self.progress.add_task(
+            "", total=steps, epoch=f"{epoch}/{epochs}", loss=float("nan"), lr=0.0, rate=0.0
+        )
 
     def step(self, step: int, loss: float, examples_per_s: float, lr: float) -> None:
         self.progress.update(self.task, completed=step, loss=loss, lr=lr, rate=examples_per_s)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -19,8 +19,12 @@ from .session import load
 from .views import param_count
 
 DataOption = Annotated[str, typer.Option("--data", help="Data set: mnist, fashion-mnist or idx:DIR.")]
-DataDirOption = Annotated[Optional[Path], typer.Option(
-    "--data-dir", help="Folder with the IDX files (default: $TINYC_DATA_DIR, then the cache).", show_default=False)]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Folder with the IDX files (default: $TINYC_DATA_DIR, then the cache).", show_default=False
+    ),
+]
 # what `tinyc data` says before it downloads (the classic mnist.pkl.gz is 17 MB)
 FETCH_SIZE = {"mnist": "17 MB"}
 
@@ -37,24 +41,34 @@ def _opt(flag: str, text: str, **kw: Any) -> Any:
 
 @handles_errors
 def run(
-    model: Annotated[Path, typer.Argument(help="Program file (.ir), or a model file (.py) compiled in memory.",
-                                          metavar="MODEL.ir", show_default=False)],
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="Program file (.ir), or a model file (.py) compiled in memory.", metavar="MODEL.ir", show_default=False
+        ),
+    ],
     data: DataOption = "mnist",
-    epochs: Annotated[Optional[int], _opt("--epochs", "Epochs (default: the program's).", min=0)] = None,
-    batch_size: Annotated[Optional[int], _opt("--batch-size", "Batch size (default: the program's).", min=1)] = None,
-    lr: Annotated[Optional[float], _opt("--lr", "Base learning rate (default: the program's).", min=0.0)] = None,
-    schedule: Annotated[Optional[Schedule], _opt("--schedule", "Learning-rate schedule (default: the program's).")] = None,
-    warmup: Annotated[Optional[int], _opt("--warmup", "Linear warmup steps.", min=0)] = None,
+    epochs: Annotated[int | None, _opt("--epochs", "Epochs (default: the program's).", min=0)] = None,
+    batch_size: Annotated[int | None, _opt("--batch-size", "Batch size (default: the program's).", min=1)] = None,
+    lr: Annotated[float | None, _opt("--lr", "Base learning rate (default: the program's).", min=0.0)] = None,
+    schedule: Annotated[Schedule | None, _opt("--schedule", "Learning-rate schedule (default: the program's).")] = None,
+    warmup: Annotated[int | None, _opt("--warmup", "Linear warmup steps.", min=0)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initial parameters and the shuffling.")] = 0,
-    limit: Annotated[Optional[int], _opt("--limit", "Train on the first N examples only.", min=1, metavar="N")] = None,
+    limit: Annotated[int | None, _opt("--limit", "Train on the first N examples only.", min=1, metavar="N")] = None,
     no_shuffle: Annotated[bool, typer.Option("--no-shuffle", help="Keep the data set's order.")] = False,
     data_dir: DataDirOption = None,
-    checkpoint: Annotated[Optional[Path], _opt("--checkpoint", "Save here after every epoch (atomically).",
-                                               metavar="PATH")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from --checkpoint (same result as no break).")] = False,
-    metrics_out: Annotated[Optional[Path], _opt("--metrics-out", "Write one JSON line per epoch to FILE.",
-                                                metavar="FILE")] = None,
-    check_numerics: Annotated[bool, typer.Option("--check-numerics", help="Check every node for NaN/Inf at every step.")] = False,
+    checkpoint: Annotated[
+        Path | None, _opt("--checkpoint", "Save here after every epoch (atomically).", metavar="PATH")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from --checkpoint (same result as no break).")
+    ] = False,
+    metrics_out: Annotated[
+        Path | None, _opt("--metrics-out", "Write one JSON line per epoch to FILE.", metavar="FILE")
+    ] = None,
+    check_numerics: Annotated[
+        bool, typer.Option("--check-numerics", help="Check every node for NaN/Inf at every step.")
+    ] = False,
     entry: Annotated[str, typer.Option("--entry", help="Function of a model file (.py) to call.")] = "model",
     debug: DebugOption = False,
 ) -> None:
@@ -64,18 +78,32 @@ def run(
 
     program = load(model, entry).program
     config = RunConfig.from_program(
-        program, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule.value if schedule else None,
-        warmup=warmup, seed=seed, limit=limit, shuffle=False if no_shuffle else None, resume=resume,
-        checkpoint=str(checkpoint) if checkpoint else None, metrics_out=str(metrics_out) if metrics_out else None,
-        check_numerics=check_numerics)
+        program,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        schedule=schedule.value if schedule else None,
+        warmup=warmup,
+        seed=seed,
+        limit=limit,
+        shuffle=False if no_shuffle else None,
+        resume=resume,
+        checkpoint=str(checkpoint) if checkpoint else None,
+        metrics_out=str(metrics_out) if metrics_out else None,
+        check_numerics=check_numerics,
+    )
     dataset = load_dataset(data, data_dir=str(data_dir) if data_dir else None)
     reporter = make_reporter()
     trainer = Trainer(program, dataset.train, dataset.test, config, reporter)
     params = param_count(program.entry("train_step").graph)[1]
-    echo(f"training {program.meta.get('model') or model.name} ({params:,} params) on {dataset.name}: "
-         f"{trainer.n:,} train / {len(dataset.test):,} test examples ({dataset.source})")
-    echo(f"{config.epochs} epochs x {trainer.steps_per_epoch:,} steps of {config.batch_size}, "
-         f"lr {config.lr:g} {config.schedule}" + (f", warmup {config.warmup}" if config.warmup else ""))
+    echo(
+        f"training {program.meta.get('model') or model.name} ({params:,} params) on {dataset.name}: "
+        f"{trainer.n:,} train / {len(dataset.test):,} test examples ({dataset.source})"
+    )
+    echo(
+        f"{_count(config.epochs, 'epoch')} x {trainer.steps_per_epoch:,} steps of {config.batch_size}, "
+        f"lr {config.lr:g} {config.schedule}" + (f", warmup {config.warmup}" if config.warmup else "")
+    )
     try:
         summary = trainer.fit()
     except KeyboardInterrupt:
@@ -101,10 +129,14 @@ def _kept(checkpoint: str | None) -> str:
     return f"last checkpoint {checkpoint} (epoch {epoch}) kept; continue with --resume"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 def _print_summary(summary: dict, config: Any) -> None:
     history = summary["history"]
     seconds = sum(r.get("epoch_seconds", 0.0) for r in history)
-    text = f"done: {summary['epochs']} epochs, {summary['steps']:,} steps, {seconds:.1f} s training"
+    text = f"done: {_count(summary['epochs'], 'epoch')}, {_count(summary['steps'], 'step')}, {seconds:.1f} s training"
     if history and "test_accuracy" in history[-1]:
         text += f"; test accuracy {history[-1]['test_accuracy']:.2%}"
     if config.checkpoint:
@@ -112,17 +144,28 @@ def _print_summary(summary: dict, config: Any) -> None:
     echo(text)
     result = summary.get("eval")
     if result is not None:
-        table(["class", "examples", "correct", "accuracy"],
-              [(c, f"{n:,}", f"{k:,}", f"{a:.2%}") for c, n, k, a in result.per_class()],
-              title="test set, per class", right=(0, 1, 2, 3))
+        table(
+            ["class", "examples", "correct", "accuracy"],
+            [(c, f"{n:,}", f"{k:,}", f"{a:.2%}") for c, n, k, a in result.per_class()],
+            title="test set, per class",
+            right=(0, 1, 2, 3),
+        )
 
 
 @handles_errors
-def eval(  # noqa: A001 - the verb users type
-    model: Annotated[Path, typer.Argument(help="Program file (.ir), or a model file (.py) compiled in memory.",
-                                          metavar="MODEL.ir", show_default=False)],
-    weights: Annotated[Path, typer.Option("--weights", help="Checkpoint written by `tinyc run --checkpoint`.",
-                                          metavar="CKPT", show_default=False)],
+def eval(
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="Program file (.ir), or a model file (.py) compiled in memory.", metavar="MODEL.ir", show_default=False
+        ),
+    ],
+    weights: Annotated[
+        Path,
+        typer.Option(
+            "--weights", help="Checkpoint written by `tinyc run --checkpoint`.", metavar="CKPT", show_default=False
+        ),
+    ],
     data: DataOption = "mnist",
     data_dir: DataDirOption = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per forward pass.", min=1)] = 1000,
@@ -143,10 +186,16 @@ def eval(  # noqa: A001 - the verb users type
     echo(f"{weights}{trained} on {dataset.name} test: {result.examples:,} examples")
     echo(f"test accuracy: {result.accuracy:.2%} ({int(result.confusion.trace()):,} of {result.examples:,})")
     classes = result.confusion.shape[0]
-    rows = [[str(c), *(f"{v:,}" for v in result.confusion[c]), f"{acc:.2%}"]
-            for c, acc in ((c, _row_accuracy(result.confusion, c)) for c in range(classes))]
-    table(["true\\pred", *map(str, range(classes)), "accuracy"], rows, title="confusion matrix (rows: true class)",
-          right=tuple(range(classes + 2)))
+    rows = [
+        [str(c), *(f"{v:,}" for v in result.confusion[c]), f"{acc:.2%}"]
+        for c, acc in ((c, _row_accuracy(result.confusion, c)) for c in range(classes))
+    ]
+    table(
+        ["true\\pred", *map(str, range(classes)), "accuracy"],
+        rows,
+        title="confusion matrix (rows: true class)",
+        right=tuple(range(classes + 2)),
+    )
 
 
 def _row_accuracy(confusion: Any, c: int) -> float:
@@ -177,8 +226,10 @@ def data(
     train, test = dataset.train, dataset.test
     classes = len(set(train["label"].tolist()) | set(test["label"].tolist()))
     echo(f"{dataset.name}: {dataset.source}")
-    echo(f"verified: train {len(train):,} images, test {len(test):,} images, {classes} classes, "
-         f"{' x '.join(map(str, train['image'].shape[1:]))} pixels")
+    echo(
+        f"verified: train {len(train):,} images, test {len(test):,} images, {classes} classes, "
+        f"{' x '.join(map(str, train['image'].shape[1:]))} pixels"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -17,14 +17,16 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
 from ..ir.errors import CheckpointError, DataError, NumericsError, TinycError
+from ..ir.fileio import atomic_write
 from ..ir.program import Program
-from .checkpoint import atomic_write, check_compatible, load_checkpoint, save_checkpoint
+from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .datasets import bind, epoch_order
 from .executor import LR_INPUT, PREDICT_ENTRY, TRAIN_ENTRY, Executor
 from .schedules import SCHEDULES, lr_at
@@ -65,12 +67,15 @@ class RunConfig:
 
     def validate(self) -> None:
         """Refuse settings no run can use, naming the flag."""
-        checks = [(self.epochs >= 0, "--epochs must be >= 0"), (self.batch_size >= 1, "--batch-size must be >= 1"),
-                  (math.isfinite(self.lr) and self.lr >= 0, "--lr must be a finite number >= 0"),
-                  (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
-                  (self.warmup >= 0, "--warmup must be >= 0"), (self.limit is None or self.limit >= 1,
-                                                                 "--limit must be >= 1"),
-                  (not self.resume or bool(self.checkpoint), "--resume needs --checkpoint PATH")]
+        checks = [
+            (self.epochs >= 0, "--epochs must be >= 0"),
+            (self.batch_size >= 1, "--batch-size must be >= 1"),
+            (math.isfinite(self.lr) and self.lr >= 0, "--lr must be a finite number >= 0"),
+            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
+            (self.warmup >= 0, "--warmup must be >= 0"),
+            (self.limit is None or self.limit >= 1, "--limit must be >= 1"),
+            (not self.resume or bool(self.checkpoint), "--resume needs --checkpoint PATH"),
+        ]
         for ok, message in checks:
             if not ok:
                 raise TinycError(message)
@@ -121,8 +126,14 @@ def data_inputs(program: Program, entry: str = TRAIN_ENTRY) -> dict:
 class Trainer:
     """Trains a program's `train_step` on a data set's train split, evaluating `predict` on test."""
 
-    def __init__(self, program: Program, train: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray] | None,
-                 config: RunConfig, reporter: Reporter | None = None) -> None:
+    def __init__(
+        self,
+        program: Program,
+        train: Mapping[str, np.ndarray],
+        test: Mapping[str, np.ndarray] | None,
+        config: RunConfig,
+        reporter: Reporter | None = None,
+    ) -> None:
         self.program = program
         self.config = config
         self.reporter = reporter or Reporter()
@@ -143,9 +154,15 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str) -> None:
         """Write the full training state (atomic: a crash leaves the old file or the new one)."""
-        meta = {"epoch": self.state.epoch, "step": self.state.step, "history": _jsonable(self.state.history),
-                "rng": self.shuffle_rng.bit_generator.state, "config": _jsonable(self.config.run_settings()),
-                "n": self.n, "model": self.program.meta.get("model", "")}
+        meta = {
+            "epoch": self.state.epoch,
+            "step": self.state.step,
+            "history": _jsonable(self.state.history),
+            "rng": self.shuffle_rng.bit_generator.state,
+            "config": _jsonable(self.config.run_settings()),
+            "n": self.n,
+            "model": self.program.meta.get("model", ""),
+        }
         save_checkpoint(path, self.executor.state_dict(), meta)
 
     def restore(self, path: str) -> None:
@@ -154,19 +171,26 @@ class Trainer:
         expected = {name: (a.shape, a.dtype) for name, a in self.executor.params.items()}
         check_compatible(tensors, expected, source=path)
         if meta.get("n") != self.n:
-            raise CheckpointError(f"{path}: saved for a training set of {meta.get('n')} examples, this run has {self.n}",
-                                  hint="resume with the same --data and --limit")
+            raise CheckpointError(
+                f"{path}: saved for a training set of {meta.get('n')} examples, this run has {self.n}",
+                hint="resume with the same --data and --limit",
+            )
         try:
             state = RunState(int(meta["epoch"]), int(meta["step"]), list(meta.get("history", [])))
             self.shuffle_rng.bit_generator.state = meta["rng"]
         except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: no training progress in the checkpoint ({e})",
-                                  hint="was it written by `tinyc run --checkpoint`?") from None
+            raise CheckpointError(
+                f"{path}: no training progress in the checkpoint ({e})",
+                hint="was it written by `tinyc run --checkpoint`?",
+            ) from None
         self.executor.load_state_dict(tensors)
         self.state = state
         saved = meta.get("config", {})
-        changed = [f"{k} {v} (checkpoint: {saved[k]})" for k, v in self.config.run_settings().items()
-                   if k in saved and saved[k] != _jsonable(v)]
+        changed = [
+            f"{k} {v} (checkpoint: {saved[k]})"
+            for k, v in self.config.run_settings().items()
+            if k in saved and saved[k] != _jsonable(v)
+        ]
         if changed:
             self.reporter.message("note: resuming with other settings than the checkpoint's: " + ", ".join(changed))
 
@@ -178,12 +202,15 @@ class Trainer:
         return lr_at(step, self.steps_per_epoch, total, c.lr, c.schedule, c.warmup, c.gamma, c.step_size)
 
     def _batch(self, order: np.ndarray, i: int) -> dict[str, np.ndarray]:
-        idx = order[i * self.config.batch_size:(i + 1) * self.config.batch_size]
+        idx = order[i * self.config.batch_size : (i + 1) * self.config.batch_size]
         return {name: arr[idx] for name, arr in self.train_data.items()}
 
     def fit(self) -> dict[str, Any]:
         """Train for the configured epochs (resuming if asked); returns the summary."""
         cfg = self.config
+        for path in (cfg.checkpoint, cfg.metrics_out):
+            if path:
+                _remove_stale_temps(path)
         if cfg.resume:
             if os.path.exists(cfg.checkpoint):
                 self.restore(cfg.checkpoint)
@@ -198,8 +225,12 @@ class Trainer:
             self._write_metrics()
         if self.last_eval is None and self.test_data is not None:
             self.last_eval = self.evaluate()
-        return {"epochs": self.state.epoch, "steps": self.state.step, "history": self.state.history,
-                "eval": self.last_eval}
+        return {
+            "epochs": self.state.epoch,
+            "steps": self.state.step,
+            "history": self.state.history,
+            "eval": self.last_eval,
+        }
 
     def _epoch(self) -> None:
         cfg = self.config
@@ -235,8 +266,14 @@ class Trainer:
             # the last update went non-finite after a finite loss: never checkpoint such a state
             self._explain_non_finite(epoch, order, snapshots, self.steps_per_epoch, "parameters became non-finite")
         seconds = time.perf_counter() - t0
-        record = {"epoch": epoch, "train_loss": loss_sum / seen, "steps": self.state.step, "lr": lr,
-                  "epoch_seconds": seconds, "examples_per_s": seen / max(seconds, 1e-9)}
+        record = {
+            "epoch": epoch,
+            "train_loss": loss_sum / seen,
+            "steps": self.state.step,
+            "lr": lr,
+            "epoch_seconds": seconds,
+            "examples_per_s": seen / max(seconds, 1e-9),
+        }
         if self.has_accuracy:
             record["train_accuracy"] = acc_sum / seen
         if self.test_data is not None:
@@ -275,8 +312,11 @@ class Trainer:
         kept = ""
         if cfg.checkpoint and os.path.exists(cfg.checkpoint):
             kept = f"; the last good checkpoint {cfg.checkpoint} (epoch {self.state.epoch}) is kept"
-        return NumericsError(f"epoch {epoch}, step {step + 1}: {what}{kept}", loc=loc,
-                             hint="lower the learning rate (--lr) or warm it up (--warmup N)")
+        return NumericsError(
+            f"epoch {epoch}, step {step + 1}: {what}{kept}",
+            loc=loc,
+            hint="lower the learning rate (--lr) or warm it up (--warmup N)",
+        )
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> EvalResult:
@@ -302,7 +342,9 @@ def label_name(program: Program) -> str:
     return labels[0] if len(labels) == 1 else "label"
 
 
-def evaluate(executor: Executor, program: Program, data: Mapping[str, np.ndarray], batch_size: int = 1000) -> EvalResult:
+def evaluate(
+    executor: Executor, program: Program, data: Mapping[str, np.ndarray], batch_size: int = 1000
+) -> EvalResult:
     """Accuracy and confusion matrix of the `predict` entry's logits against the labels."""
     label = label_name(program)
     if label not in data:
@@ -316,9 +358,9 @@ def evaluate(executor: Executor, program: Program, data: Mapping[str, np.ndarray
     names = [i.name for i in g.inputs]
     confusion = np.zeros((classes, classes), np.int64)
     for start in range(0, len(labels), batch_size):
-        feeds = {name: data[name][start:start + batch_size] for name in names}
+        feeds = {name: data[name][start : start + batch_size] for name in names}
         pred = np.asarray(executor.predict(feeds)[logits_name]).argmax(-1)
-        np.add.at(confusion, (labels[start:start + batch_size], pred), 1)
+        np.add.at(confusion, (labels[start : start + batch_size], pred), 1)
     total = int(confusion.sum())
     return EvalResult(float(np.trace(confusion)) / max(total, 1), confusion, total)
 
@@ -342,8 +384,24 @@ def _logits_output(program: Program) -> str:
         t = g.types[value]
         if t.is_float and t.rank == 2:
             return name
-    raise DataError(f"the predict entry has no logits output (it has {', '.join(names) or 'none'})",
-                    hint="return outputs={'logits': logits, ...} from the model's tc.Train")
+    raise DataError(
+        f"the predict entry has no logits output (it has {', '.join(names) or 'none'})",
+        hint="return outputs={'logits': logits, ...} from the model's tc.Train",
+    )
+
+
+def _remove_stale_temps(path: str) -> None:
+    """Delete the temporary files a killed `atomic_write` of `path` left (`.<name>.XXXX.tmp`)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        stale = [f for f in os.listdir(folder) if f.startswith(f".{name}.") and f.endswith(".tmp")]
+    except OSError:
+        return
+    for f in stale:
+        try:
+            os.unlink(os.path.join(folder, f))
+        except OSError:
+            pass
 
 
 def _finite(state: Mapping[str, np.ndarray]) -> bool:
