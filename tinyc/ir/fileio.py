@@ -12,7 +12,7 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(path), suffix=_TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -32,6 +32,27 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def remove_stale_temps(path: str | os.PathLike) -> None:
+    """Delete the temporary files that a killed `atomic_write(path, ...)` left behind."""
+    folder, prefix = os.path.dirname(os.path.abspath(path)), _temp_prefix(path)
+    try:
+        stale = [f for f in os.listdir(folder) if f.startswith(prefix) and f.endswith(_TEMP_SUFFIX)]
+    except OSError:
+        return
+    for f in stale:
+        try:
+            os.unlink(os.path.join(folder, f))
+        except OSError:
+            pass
+
+
+_TEMP_SUFFIX = ".tmp"
+
+
+def _temp_prefix(path: str | os.PathLike) -> str:
+    return f".{os.path.basename(os.fspath(path))}."
 
 
 def _umask() -> int:

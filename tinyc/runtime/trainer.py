@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..ir.errors import CheckpointError, DataError, NumericsError, TinycError
-from ..ir.fileio import atomic_write
+from ..ir.fileio import atomic_write, remove_stale_temps
 from ..ir.program import Program
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .datasets import bind, epoch_order
@@ -210,7 +210,7 @@ class Trainer:
         cfg = self.config
         for path in (cfg.checkpoint, cfg.metrics_out):
             if path:
-                _remove_stale_temps(path)
+                remove_stale_temps(path)
         if cfg.resume:
             if os.path.exists(cfg.checkpoint):
                 self.restore(cfg.checkpoint)
@@ -388,20 +388,6 @@ def _logits_output(program: Program) -> str:
         f"the predict entry has no logits output (it has {', '.join(names) or 'none'})",
         hint="return outputs={'logits': logits, ...} from the model's tc.Train",
     )
-
-
-def _remove_stale_temps(path: str) -> None:
-    """Delete the temporary files a killed `atomic_write` of `path` left (`.<name>.XXXX.tmp`)."""
-    folder, name = os.path.split(os.path.abspath(path))
-    try:
-        stale = [f for f in os.listdir(folder) if f.startswith(f".{name}.") and f.endswith(".tmp")]
-    except OSError:
-        return
-    for f in stale:
-        try:
-            os.unlink(os.path.join(folder, f))
-        except OSError:
-            pass
 
 
 def _finite(state: Mapping[str, np.ndarray]) -> bool:
