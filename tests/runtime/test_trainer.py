@@ -23,7 +23,7 @@ from tinyc.runtime.trainer import TIMING_KEYS, Reporter, RunConfig, Trainer
 # ---------------------------------------------------------------- synthetic data and models
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
+def write_idx(path: Path, array: np.ndarray) -> None:
     magic = 0x0803 if array.ndim == 3 else 0x0801
     path.write_bytes(
         struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
@@ -51,8 +51,8 @@ def write_synthetic_idx(folder: Path, n_train: int = 600, n_test: int = 200, see
     folder.mkdir(parents=True, exist_ok=True)
     for prefix, n, s in (("train", n_train, seed), ("t10k", n_test, seed + 1)):
         images, labels = synthetic_images(n, s)
-        _write_idx(folder / f"{prefix}-images-idx3-ubyte", images)
-        _write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
     return folder
 
 
