@@ -1,0 +1,108 @@
+"""Every kind of bad input the issue lists, through the command line: one short line naming the
+user's file (and line, where there is one), exit 2, no traceback, and nothing written."""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.cli.test_cli import TINY_MODEL
+from tinyc.cli.main import app
+from tinyc.runtime.checkpoint import save_checkpoint
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result) -> str:
+    """The error line of a failed command, after checking its shape."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.output
+    assert lines and lines[0].startswith("error: "), lines
+    assert all(line.startswith("hint: ") for line in lines[1:]) and len(lines) <= 2, lines
+    return lines[0]
+
+
+HEAD = "import tinyc as tc\n\n\ndef model():\n"  # the body starts on line 5
+
+# (name, model source, expected line, words the message must contain)
+MODEL_ERRORS = [
+    ("syntax", HEAD + "    x = tc.input('x', (3,)\n    return x\n", 5, ["syntax error"]),
+    ("import", "import tinyc as tc\nimport no_such_module_xyz\n", 2, ["ModuleNotFoundError", "no_such_module_xyz"]),
+    ("no_entry", "import tinyc as tc\n\n\ndef modle():\n    pass\n", 1, ["defines no function 'model'"]),
+    ("not_train", HEAD + "    x = tc.input('x', (3,))\n    return x.sum()\n", 4, ["returned Tensor, not tc.Train"]),
+    ("matmul_shapes", HEAD + "    x = tc.input('x', ('B', 784))\n    w = tc.param('w', (128, 10))\n"
+     "    return tc.Train((x @ w).sum())\n", 7, ["matmul", "f32[B,784]", "f32[128,10]", "784 != 128"]),
+    ("broadcast_shapes", HEAD + "    a = tc.input('a', ('B', 3))\n    b = tc.param('b', (4,))\n"
+     "    return tc.Train((a + b).sum())\n", 7, ["add", "[B,3]", "[4]", "dim -1 is 3", "4"]),
+    ("dtype", HEAD + "    x = tc.input('x', (3,))\n    i = tc.input('i', (3,), dtype='i64')\n"
+     "    return tc.Train((x * i).sum())\n", 7, ["mul", "dtypes differ", "f32[3]", "i64[3]"]),
+    ("non_tensor", HEAD + "    x = tc.input('x', (3,))\n    y = tc.relu([1.0, 2.0])\n"
+     "    return tc.Train(y.sum())\n", 6, ["relu", "expected a Tensor, got list"]),
+    ("raises", HEAD + "    raise ValueError('bad config')\n", 5, ["ValueError: bad config"]),
+]
+
+
+@pytest.mark.parametrize("name,source,line,words", MODEL_ERRORS, ids=[c[0] for c in MODEL_ERRORS])
+def test_model_file_errors(tmp_path, name, source, line, words):
+    model = tmp_path / "bad_model.py"
+    model.write_text(source)
+    out = tmp_path / "out.ir"
+    message = one_line_error(invoke("compile", model, "-o", out))
+    assert message.startswith(f"error: bad_model.py:{line}: "), message
+    for word in words:
+        assert word in message, (word, message)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bad_model.py"]
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "tiny.py").write_text(TINY_MODEL)
+    assert invoke("compile", d / "tiny.py", "-o", d / "tiny.ir").exit_code == 0
+    return d / "tiny.ir"
+
+
+def _newer(data: bytes) -> bytes:
+    doc = msgpack.unpackb(data, raw=False)
+    doc["version"] += 1
+    return msgpack.packb(doc, use_bin_type=True)
+
+
+def _flip(data: bytes) -> bytes:
+    out = bytearray(data)
+    out[len(out) // 3] ^= 0xFF
+    return bytes(out)
+
+
+DAMAGE = {
+    "truncated": lambda d: d[: len(d) * 2 // 3],
+    "flipped": _flip,
+    "not_msgpack": lambda d: b"\xc1" + d,
+    "foreign": lambda d: msgpack.packb({"format": "onnx", "version": 1}),
+    "newer": _newer,
+    "empty": lambda d: b"",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGE))
+@pytest.mark.parametrize("command", ["inspect", "run"])
+def test_damaged_program_files(program, tmp_path, kind, command):
+    bad = tmp_path / "bad.ir"
+    bad.write_bytes(DAMAGE[kind](program.read_bytes()))
+    args = ["inspect", bad] if command == "inspect" else ["run", bad, "--data", f"idx:{tmp_path}"]
+    message = one_line_error(invoke(*args))
+    assert "bad.ir" in message
+    if kind == "newer":
+        assert "newer" in message and "upgrade" in message
+
+
+def test_checkpoint_that_does_not_fit_names_parameter_and_shapes(program, tmp_path):
+    ckpt = tmp_path / "other.safetensors"
+    save_checkpoint(str(ckpt), {"w": np.zeros((15, 3), np.float32), "b": np.zeros(3, np.float32)}, {"epoch": 1})
+    message = one_line_error(invoke("eval", program, "--weights", ckpt, "--data", f"idx:{tmp_path}"))
+    assert "other.safetensors" in message and "'w'" in message and "[15, 3]" in message and "[16, 3]" in message
