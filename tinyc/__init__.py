@@ -8,8 +8,8 @@ from . import ir
 from .frontend import (
     add, argmax, broadcast_to, cast, constant, div, equal, exp, expand_dims, fill, function, grad,
     greater, greater_equal, input, layer_norm, less, less_equal, log, log_softmax, matmul, max,
-    maximum, mean, mul, neg, not_equal, one_hot, ones_like, param, pow, relu, reshape, softmax,
-    softmax_cross_entropy, sqrt, squeeze, sub, sum, transpose, where, zeros_like,
+    maximum, mean, mul, neg, not_equal, one_hot, ones_like, pad, param, pow, relu, reshape, slice, softmax,
+    softmax_cross_entropy, split, sqrt, squeeze, sub, sum, transpose, where, zeros_like,
 )
 from .ir import init
 from .ir import train as optim

@@ -7,12 +7,13 @@ constants). Compiler and runtime are imported lazily, inside `grad` and `functio
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from .ir.builder import Builder, Tensor, current, user_location
-from .ir.errors import IRError
+from .ir.errors import IRError, ShapeError
 
 
 def _builder(*args: Any) -> Builder:
@@ -41,7 +42,7 @@ def _nary(op: str, *args: Any, **attrs: Any) -> Tensor:
 # --------------------------------------------------------------------------- sources
 
 
-def input(name: str, shape: Sequence, dtype: str = "f32") -> Tensor:  # noqa: A001 - mirrors tf.placeholder
+def input(name: str, shape: Sequence, dtype: str = "f32") -> Tensor:
     """A value fed at run time; dims may be symbols such as "B"."""
     return current().input(name, shape, dtype)
 
@@ -75,7 +76,7 @@ def add(a, b): return _nary("add", a, b)
 def sub(a, b): return _nary("sub", a, b)
 def mul(a, b): return _nary("mul", a, b)
 def div(a, b): return _nary("div", a, b)
-def pow(a, b): return _nary("pow", a, b)  # noqa: A001
+def pow(a, b): return _nary("pow", a, b)
 def maximum(a, b): return _nary("maximum", a, b)
 def equal(a, b): return _nary("eq", a, b)
 def not_equal(a, b): return _nary("ne", a, b)
@@ -102,7 +103,7 @@ def cast(x, dtype: str) -> Tensor:
 # --------------------------------------------------------------------------- reductions and shapes
 
 
-def sum(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+def sum(x, axis=None, keepdims: bool = False) -> Tensor:
     return _unary("sum", x, axes=axis, keepdims=keepdims)
 
 
@@ -110,7 +111,7 @@ def mean(x, axis=None, keepdims: bool = False) -> Tensor:
     return _unary("mean", x, axes=axis, keepdims=keepdims)
 
 
-def max(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+def max(x, axis=None, keepdims: bool = False) -> Tensor:
     return _unary("max", x, axes=axis, keepdims=keepdims)
 
 
@@ -137,6 +138,29 @@ def expand_dims(x, axis: int) -> Tensor:
 
 def squeeze(x, axis=None) -> Tensor:
     return _unary("squeeze", x, axes=axis)
+
+
+def slice(x, start: int, stop: int, axis: int = -1) -> Tensor:
+    """x[..., start:stop] along axis (NumPy basic slicing with step 1; negative bounds count from the end)."""
+    dim = x.shape[axis] if isinstance(x, Tensor) and -x.ndim <= axis < x.ndim else None
+    if isinstance(dim, int):
+        start, stop = (v + dim if v < 0 else v for v in (start, stop))
+    return _unary("slice", x, axis=axis, start=start, stop=stop)
+
+
+def split(x, parts: int, axis: int = -1) -> list[Tensor]:
+    """Cut x into `parts` equal slices along axis."""
+    dim = x.shape[axis] if isinstance(x, Tensor) else None
+    if not isinstance(dim, int) or dim % parts:
+        raise ShapeError(f"split: dim {axis} of {x.type if isinstance(x, Tensor) else x} does not divide into {parts}"
+                         " parts", loc=user_location(2))
+    size = dim // parts
+    return [slice(x, i * size, (i + 1) * size, axis) for i in range(parts)]
+
+
+def pad(x, before: int, after: int, axis: int = -1) -> Tensor:
+    """Zeros before and after x along axis."""
+    return _unary("pad", x, axis=axis, before=before, after=after)
 
 
 def matmul(a, b) -> Tensor:

@@ -233,6 +233,14 @@ CASES: dict[str, Callable[[type], list[Case]]] = {
         ([arr((1, 3, 1), dt)], {"axes": 0}, lambda x: x[0]),
         ([arr((2, 1), dt)], {"axes": -1}, lambda x: x[:, 0]),
     ],
+    "slice": lambda dt: [
+        ([arr((2, 6), dt)], {"axis": 1, "start": 2, "stop": 5}, lambda x: x[:, 2:5]),
+        ([arr((4, 3), dt)], {"axis": 0, "start": 0, "stop": 1}, lambda x: x[:1]),
+    ],
+    "pad": lambda dt: [
+        ([arr((2, 3), dt)], {"axis": 1, "before": 1, "after": 2},
+         lambda x: np.concatenate([np.zeros((2, 1), dt), x, np.zeros((2, 2), dt)], axis=1)),
+    ],
     "matmul": lambda dt: [
         ([arr((3, 4), dt), arr((4, 5), dt)], {}, lambda a, b: np.einsum("mk,kn->mn", a, b)),
         ([arr((2, 3, 4), dt), arr((4, 5), dt)], {}, lambda a, b: np.einsum("bmk,kn->bmn", a, b)),
@@ -281,6 +289,33 @@ CASES: dict[str, Callable[[type], list[Case]]] = {
     "log_softmax_grad": grad_cases(KERNELS["log_softmax"], naive_log_softmax_grad, AXES, "y"),
     "layer_norm_grad": grad_cases(None, naive_layer_norm_grad, [(s, {**a, "eps": 1e-3}) for s, a in AXES], "x"),
     "softmax_cross_entropy_grad": sce_grad_cases,
+    # fused ops of the `fuse` pass (more in tests/compiler/test_fuse.py)
+    "matmul_t": lambda dt: [
+        ([arr((2, 4, 3), dt), arr((5, 4), dt)], {"ta": True, "tb": True, "alpha": 0.5},
+         lambda a, b: 0.5 * np.einsum("bkm,nk->bmn", a, b)),
+        ([arr((2, 3, 4), dt), arr((4, 5), dt)], {}, lambda a, b: np.einsum("bmk,kn->bmn", a, b)),
+    ],
+    "matmul_t_sum": lambda dt: [
+        ([arr((2, 4, 3), dt), arr((2, 4, 5), dt)], {"ta": True}, lambda a, b: np.einsum("bkm,bkn->mn", a, b)),
+        ([arr((2, 3, 4), dt), arr((2, 5, 4), dt)], {"tb": True}, lambda a, b: np.einsum("bmk,bnk->mn", a, b)),
+    ],
+    "matmul_bias": lambda dt: [
+        ([arr((2, 3, 4), dt), arr((4, 5), dt), arr((5,), dt)], {}, lambda a, b, c: np.einsum("bmk,kn->bmn", a, b) + c),
+    ],
+    "relu_grad": lambda dt: [([arr((3, 4), dt), arr((3, 4), dt)], {}, lambda x, g: np.where(x > 0, g, 0))],
+    "affine": lambda dt: [([arr((3, 4), dt), arr((4,), dt), arr((3, 1), dt)], {}, lambda x, s, t: x * s + t)],
+    "layer_norm_grad_scaled": lambda dt: [
+        ([arr((3, 4), dt, -3, 3), arr((3, 4), dt), arr((4,), dt)], {"axis": 1, "eps": 1e-3},
+         lambda x, g, s: naive_layer_norm_grad(x, g * s, axis=1, eps=1e-3)),
+    ],
+    "axpby": lambda dt: [
+        ([arr((3, 4), dt), arr((3, 4), dt)], {"a": 0.9, "b": 0.1}, lambda x, y: 0.9 * x + 0.1 * y),
+        ([arr((3, 4), dt), arr((3, 4), dt)], {"a": 0.999, "b": 0.001, "square": True}, lambda x, y: 0.999 * x + 0.001 * y * y),
+    ],
+    "adam_param": lambda dt: [
+        ([arr((3, 4), dt), arr((3, 4), dt), arr((3, 4), dt, 0.1, 2.0), arr((), dt, 0.01, 0.02), arr((), dt, 0.5, 1.0)],
+         {"eps": 1e-8}, lambda p, m, v, s, c: p - s * (m / (np.sqrt(v) / c + 1e-8))),
+    ],
 }
 
 

@@ -184,6 +184,15 @@ def _squeeze(b, ins, out, g, axes):
     return [b.apply("reshape", [g], shape=ins[0].shape)]
 
 
+def _slice(b, ins, out, g, axis, start, stop):
+    # d x[start:stop] -> zeros around g
+    return [b.apply("pad", [g], axis=axis, before=start, after=ins[0].shape[axis] - stop)]
+
+
+def _pad(b, ins, out, g, axis, before, after):
+    return [b.apply("slice", [g], axis=axis, start=before, stop=before + ins[0].shape[axis])]
+
+
 def _swap_last(b: Builder, x: Tensor) -> Tensor:
     perm = tuple(range(x.ndim - 2)) + (x.ndim - 1, x.ndim - 2)
     return b.apply("transpose", [x], perm=perm)
@@ -242,6 +251,8 @@ VJPS: dict[str, Rule] = {
     "broadcast_to": _broadcast_to,
     "expand_dims": _expand_dims,
     "squeeze": _squeeze,
+    "slice": _slice,
+    "pad": _pad,
     "matmul": _matmul,
     "softmax": _softmax,
     "log_softmax": _log_softmax,

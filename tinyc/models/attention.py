@@ -8,16 +8,16 @@ import tinyc as tc
 from tinyc.ir.builder import user_location
 from tinyc.ir.errors import ShapeError
 
-from .layers import Linear, join, split
+from .layers import Linear, join
 
 
 class MultiHeadAttention:
     """Self-attention over x[..., T, d] with `heads` heads of size d // heads.
 
     fused_qkv=True keeps Q, K and V in one parameter `qkv.w` [d, 3d] (+ `qkv.b` [3d]), the
-    layout of a single Linear(d, 3d); else three Linears `wq`, `wk`, `wv`. tinyc has no slice
-    op, so the fused weight is split on the parameter side (d·3d work per step) rather than
-    on the activations (B·T·3d work per step); the matmul FLOPs are the same either way.
+    layout of a single Linear(d, 3d); else three Linears `wq`, `wk`, `wv`. The fused weight is
+    sliced on the parameter side (d·3d copied per step) rather than on the activations
+    (B·T·3d per step); the matmul FLOPs are the same either way.
     """
 
     def __init__(self, name: str, d: int, heads: int = 1, fused_qkv: bool = True, dtype: str = "f32") -> None:
@@ -35,8 +35,8 @@ class MultiHeadAttention:
         """The Q, K and V projections as three Linear-like callables."""
         if not self.fused_qkv:
             return [self.wq, self.wk, self.wv]
-        ws = split(self.qkv.w, 3, axis=-1)
-        bs = split(self.qkv.b, 3, axis=-1)
+        ws = tc.split(self.qkv.w, 3, axis=-1)
+        bs = tc.split(self.qkv.b, 3, axis=-1)
         return [_Affine(w, b) for w, b in zip(ws, bs)]
 
     def __call__(self, x: tc.Tensor) -> tc.Tensor:

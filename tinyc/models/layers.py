@@ -8,28 +8,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 import tinyc as tc
 from tinyc.ir.builder import user_location
-from tinyc.ir.errors import IRError, ShapeError
+from tinyc.ir.errors import IRError
 
 
 def join(prefix: str, name: str) -> str:
     """Hierarchical name `prefix.name`; an empty prefix names a top-level parameter."""
     return f"{prefix}.{name}" if prefix else name
-
-
-def split(x: tc.Tensor, n: int, axis: int) -> list[tc.Tensor]:
-    """Cut `x` into `n` equal parts along `axis` (tinyc has no slice op: mask and sum)."""
-    axis = axis % x.ndim
-    size = x.shape[axis]
-    if not isinstance(size, int) or size % n:
-        raise ShapeError(f"split: dim {axis} of {x.type} does not divide into {n} parts", loc=user_location(2))
-    parts = x.reshape(x.shape[:axis] + (n, size // n) + x.shape[axis + 1:])
-    # one-hot mask over the new `n` axis, broadcast over the dims after it
-    trailing = (1,) * (x.ndim - axis)
-    return [(parts * np.eye(n)[i].reshape((n,) + trailing)).sum(axis=axis) for i in range(n)]
 
 
 class Linear:

@@ -113,6 +113,20 @@ def squeeze(x: np.ndarray, axes: tuple[int, ...], out: np.ndarray | None = None)
     return _finish(np.squeeze(x, axis=tuple(axes)), out)
 
 
+def slice_(x: np.ndarray, axis: int, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+    index = (slice(None),) * axis + (slice(start, stop),)
+    return _finish(x[index], out)
+
+
+def pad(x: np.ndarray, axis: int, before: int, after: int, out: np.ndarray | None = None) -> np.ndarray:
+    shape = x.shape[:axis] + (before + x.shape[axis] + after,) + x.shape[axis + 1:]
+    result = np.zeros(shape, x.dtype) if out is None else out
+    if out is not None:
+        result[...] = 0
+    result[(slice(None),) * axis + (slice(before, before + x.shape[axis]),)] = x
+    return result
+
+
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return np.matmul(a, b, out=out)
 
@@ -266,6 +280,8 @@ KERNELS.update(
         "broadcast_to": broadcast_to,
         "expand_dims": expand_dims,
         "squeeze": squeeze,
+        "slice": slice_,
+        "pad": pad,
         "matmul": matmul,
         "one_hot": one_hot,
         "argmax": argmax,
@@ -283,3 +299,7 @@ KERNELS.update(
         "softmax_cross_entropy_grad": softmax_cross_entropy_grad,
     }
 )
+
+from .fused_kernels import FUSED_KERNELS  # noqa: E402  (the fused ops of the `fuse` pass)
+
+KERNELS.update(FUSED_KERNELS)
