@@ -125,7 +125,7 @@ def test_sigkill_at_random_moments_then_resume_is_exact(setup):
 
 def test_ctrl_c_keeps_the_last_checkpoint(setup, tmp_path):
     ckpt, metrics = tmp_path / "c.safetensors", tmp_path / "m.jsonl"
-    proc = start(setup, ckpt, metrics)
+    proc = start(setup, ckpt, metrics, "--epochs", "100000")  # still running when the signal comes
     deadline = time.monotonic() + 60
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
