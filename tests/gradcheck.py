@@ -8,7 +8,7 @@ sum would hide errors, e.g. the gradient of sum(softmax(x)) is zero whatever the
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 

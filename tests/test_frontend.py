@@ -42,7 +42,7 @@ def test_reflected_operators_keep_operand_order():
 def test_location_is_the_users_line():
     with tc.graph() as b:
         x = tc.input("x", ("B", 4))
-        line = _line(); y = tc.relu(x)  # noqa: E702
+        line = _line(); y = tc.relu(x)
     assert b.graph().producers[y.name].loc == f"test_frontend.py:{line}"
 
 
@@ -51,16 +51,15 @@ def test_shape_error_names_user_line_and_both_shapes():
         x = tc.input("x", ("B", 784))
         w = tc.param("w", (128, 10))
         with pytest.raises(tc.ShapeError) as info:
-            line = _line(); x @ w  # noqa: E702
+            line = _line(); x @ w
     text = str(info.value)
     assert text.startswith(f"test_frontend.py:{line}: matmul: inner dims differ")
     assert "f32[B,784]" in text and "f32[128,10]" in text and "hint:" in text
 
 
 def test_op_on_non_tensor_is_a_clear_error():
-    with tc.graph():
-        with pytest.raises(tc.IRError) as info:
-            line = _line(); tc.relu([1, 2])  # noqa: E702
+    with tc.graph(), pytest.raises(tc.IRError) as info:
+        line = _line(); tc.relu([1, 2])
     assert str(info.value).startswith(f"test_frontend.py:{line}: relu: expected a Tensor, got list")
 
 
@@ -91,9 +90,8 @@ def test_names_must_be_valid_and_unique():
 
 
 def test_scopes_name_parameters_hierarchically():
-    with tc.graph() as b:
-        with tc.scope("enc0"), tc.scope("attn"):
-            tc.param("wq", (4, 4))
+    with tc.graph() as b, tc.scope("enc0"), tc.scope("attn"):
+        tc.param("wq", (4, 4))
     assert [p.name for p in b.graph().params] == ["enc0.attn.wq"]
 
 
@@ -135,3 +133,50 @@ def test_params_record_init_rule_and_a_name_derived_seed():
 def test_unknown_init_rule_is_refused():
     with pytest.raises(tc.IRError, match="unknown init rule"):
         tc.init.make("glorot")
+
+
+def test_a_hand_written_init_dict_is_stored_canonical_and_runs():
+    with tc.graph() as b:
+        x = tc.input("x", (2,))
+        w = tc.param("w", (2,), init={"rule": "normal", "std": 1})
+        f = tc.function(x * w, [x])
+    assert b.graph().param_map["w"].init == {"rule": "normal", "std": 1.0, "mean": 0.0}
+    assert np.isfinite(f(np.ones(2, np.float32))).all()
+
+
+@pytest.mark.parametrize("init,words", [
+    ({"rule": "normal", "sd": 1.0}, "unknown argument(s) sd"),
+    ({"std": 1.0}, "init must be"),
+    ("zeros", "init must be"),
+])
+def test_a_bad_init_names_the_users_line(init, words):
+    with tc.graph(), pytest.raises(tc.IRError) as info:
+        line = _line(); tc.param("w", (2,), init=init)
+    assert str(info.value).startswith(f"test_frontend.py:{line}: "), str(info.value)
+    assert words in str(info.value)
+
+
+def test_split_cuts_equal_slices():
+    with tc.graph():
+        x = tc.input("x", ("B", 6))
+        parts = tc.split(x, 3)
+        f = tc.function(parts, [x])
+    data = np.arange(12.0).reshape(2, 6)
+    assert [p.shape for p in parts] == [("B", 2)] * 3
+    for got, want in zip(f(data), np.split(data, 3, axis=-1)):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("parts,axis,words", [
+    (4, -1, "does not divide into 4 parts"),
+    (0, -1, "parts must be a positive int"),
+    (2, 5, "axis 5 is out of range"),
+    (2, 0, "symbolic"),
+])
+def test_split_errors_name_the_users_line(parts, axis, words):
+    with tc.graph():
+        x = tc.input("x", ("B", 6))
+        with pytest.raises(tc.ShapeError) as info:
+            line = _line(); tc.split(x, parts, axis=axis)
+    assert str(info.value).startswith(f"test_frontend.py:{line}: split: "), str(info.value)
+    assert words in str(info.value)

@@ -58,14 +58,17 @@ def constant(value: Any, dtype: str | None = None) -> Tensor:
 
 
 def fill(shape: Sequence, value: float, dtype: str = "f32") -> Tensor:
+    """A tensor of `shape` holding `value` everywhere (dims may be symbols)."""
     return current().apply("fill", [], shape=tuple(shape), value=value, dtype=dtype)
 
 
 def zeros_like(x: Tensor) -> Tensor:
+    """Zeros of x's type."""
     return _unary("zeros_like", x)
 
 
 def ones_like(x: Tensor) -> Tensor:
+    """Ones of x's type."""
     return _unary("ones_like", x)
 
 
@@ -97,6 +100,7 @@ def where(cond, a, b) -> Tensor:
 
 
 def cast(x, dtype: str) -> Tensor:
+    """x converted to `dtype` (f32, f64, i64 or bool)."""
     return _unary("cast", x, dtype=dtype)
 
 
@@ -104,22 +108,27 @@ def cast(x, dtype: str) -> Tensor:
 
 
 def sum(x, axis=None, keepdims: bool = False) -> Tensor:
+    """Sum over `axis` (an int, a tuple, or None for all axes)."""
     return _unary("sum", x, axes=axis, keepdims=keepdims)
 
 
 def mean(x, axis=None, keepdims: bool = False) -> Tensor:
+    """Mean over `axis` (an int, a tuple, or None for all axes)."""
     return _unary("mean", x, axes=axis, keepdims=keepdims)
 
 
 def max(x, axis=None, keepdims: bool = False) -> Tensor:
+    """Maximum over `axis` (an int, a tuple, or None for all axes)."""
     return _unary("max", x, axes=axis, keepdims=keepdims)
 
 
 def argmax(x, axis: int = -1, keepdims: bool = False) -> Tensor:
+    """Index (i64) of the largest value along `axis`."""
     return _unary("argmax", x, axis=axis, keepdims=keepdims)
 
 
 def reshape(x, shape: Sequence) -> Tensor:
+    """x with a new shape; may use symbols such as "B" and one -1."""
     return _unary("reshape", x, shape=tuple(shape))
 
 
@@ -129,14 +138,17 @@ def transpose(x, axes: Sequence[int] | None = None) -> Tensor:
 
 
 def broadcast_to(x, shape: Sequence) -> Tensor:
+    """x broadcast to `shape` (NumPy rules)."""
     return _unary("broadcast_to", x, shape=tuple(shape))
 
 
 def expand_dims(x, axis: int) -> Tensor:
+    """x with a new dim of size 1 at `axis`."""
     return _unary("expand_dims", x, axis=axis)
 
 
 def squeeze(x, axis=None) -> Tensor:
+    """x without the size-1 dims `axis` (None: all of them)."""
     return _unary("squeeze", x, axes=axis)
 
 
@@ -149,12 +161,21 @@ def slice(x, start: int, stop: int, axis: int = -1) -> Tensor:
 
 
 def split(x, parts: int, axis: int = -1) -> list[Tensor]:
-    """Cut x into `parts` equal slices along axis."""
-    dim = x.shape[axis] if isinstance(x, Tensor) else None
-    if not isinstance(dim, int) or dim % parts:
-        raise ShapeError(f"split: dim {axis} of {x.type if isinstance(x, Tensor) else x} does not divide into {parts}"
-                         " parts", loc=user_location(2))
-    size = dim // parts
+    """Cut x into `parts` equal slices along axis (a dim of known size)."""
+    if not isinstance(x, Tensor):
+        raise IRError(f"split: expected a Tensor, got {type(x).__name__}", loc=user_location(2))
+    problem = ""
+    if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
+        problem = f"parts must be a positive int, got {parts!r}"
+    elif not -x.ndim <= axis < x.ndim:
+        problem = f"axis {axis} is out of range for {x.type}"
+    elif not isinstance(x.shape[axis], int):
+        problem = f"dim {axis} of {x.type} is symbolic ({x.shape[axis]}): its size is not known when tracing"
+    elif x.shape[axis] % parts:
+        problem = f"dim {axis} of {x.type} does not divide into {parts} parts"
+    if problem:
+        raise ShapeError(f"split: {problem}", loc=user_location(2))
+    size = x.shape[axis] // parts
     return [slice(x, i * size, (i + 1) * size, axis) for i in range(parts)]
 
 
@@ -169,6 +190,7 @@ def matmul(a, b) -> Tensor:
 
 
 def one_hot(indices, depth: int, dtype: str = "f32") -> Tensor:
+    """indices[...] -> [..., depth] with 1 at each index and 0 elsewhere."""
     return _unary("one_hot", indices, depth=depth, dtype=dtype)
 
 
@@ -176,10 +198,12 @@ def one_hot(indices, depth: int, dtype: str = "f32") -> Tensor:
 
 
 def softmax(x, axis: int = -1) -> Tensor:
+    """exp(x) / sum(exp(x)) along axis, computed stably."""
     return _unary("softmax", x, axis=axis)
 
 
 def log_softmax(x, axis: int = -1) -> Tensor:
+    """log(softmax(x)) along axis, computed stably."""
     return _unary("log_softmax", x, axis=axis)
 
 

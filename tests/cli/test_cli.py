@@ -187,6 +187,23 @@ def test_inspect_after_and_diff(workdir):
     assert diff.stdout.strip()
 
 
+def test_inspect_diff_of_a_training_pass_skips_predict(workdir):
+    # the README's `tinyc inspect mlp.py --diff autodiff`: predict never runs autodiff
+    result = invoke("inspect", workdir / "tiny.py", "--diff", "autodiff")
+    assert result.exit_code == 0, result.output
+    assert "# entry train_step: autodiff" in result.stdout and "grad of" in result.stdout
+    assert "# entry predict" not in result.stdout
+    after = invoke("inspect", workdir / "tiny.py", "--after", "optimizer")
+    assert after.exit_code == 0, after.output
+    assert after.stdout.count("graph ") == 1 and "update w = " in after.stdout
+
+
+def test_inspect_pass_missing_from_the_chosen_entry(workdir):
+    result = invoke("inspect", workdir / "tiny.py", "--diff", "autodiff", "--entry", "predict")
+    assert result.exit_code == 2
+    assert "entry predict did not run a pass named 'autodiff'" in result.stderr
+
+
 def test_inspect_unknown_pass(workdir):
     result = invoke("inspect", workdir / "tiny.py", "--after", "nosuchpass")
     assert result.exit_code == 2

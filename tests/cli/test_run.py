@@ -222,3 +222,11 @@ def test_data_mnist_fetches_once_then_uses_the_cache(tmp_path, monkeypatch):
     assert str(tmp_path / "cache" / "mnist.npz") in first.stdout and "train 50 images, test 20 images" in first.stdout
     second = invoke("data", "mnist")
     assert second.exit_code == 0 and "fetching" not in second.stdout and len(calls) == 1
+
+
+def test_a_missing_data_set_says_what_was_tried_without_debug(tmp_path, monkeypatch):
+    monkeypatch.delenv("TINYC_DATA_DIR", raising=False)
+    result = invoke("data", "fashion-mnist", "--data-dir", tmp_path / "nowhere")
+    assert result.exit_code == 2
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("error: data set fashion-mnist") and f"{tmp_path / 'nowhere'}: no such folder" in first

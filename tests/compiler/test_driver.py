@@ -123,6 +123,50 @@ def test_tinyc_errors_propagate_unchanged(tmp_path):
     assert str(err.value).startswith("shapes.py:5: matmul")
 
 
+def test_errors_inside_library_layers_name_the_users_line(tmp_path):
+    path = tmp_path / "layers_model.py"
+    path.write_text(textwrap.dedent("""
+        import tinyc as tc
+        from tinyc.models import Linear
+
+        def model():
+            x = tc.input("x", ("B", 4))
+            h = Linear("fc1", 4, 8)(x)
+            return tc.Train(Linear("fc2", 7, 2)(h).mean())
+    """))
+    with pytest.raises(ShapeError) as err:
+        trace_model_file(str(path))
+    assert str(err.value).startswith("layers_model.py:8: matmul"), str(err.value)
+
+
+def test_nodes_of_library_layers_carry_the_users_line(model_file, tmp_path):
+    path = tmp_path / "mlp_model.py"
+    path.write_text(textwrap.dedent("""
+        import tinyc as tc
+        from tinyc.models import Linear, softmax_cross_entropy
+
+        def model():
+            x, y = tc.input("x", ("B", 4)), tc.input("y", ("B",), "i64")
+            logits = Linear("fc", 4, 3)(x)
+            return tc.Train(softmax_cross_entropy(logits, y))
+    """))
+    graph, _ = trace_model_file(str(path))
+    assert [n.loc for n in graph.nodes] == ["mlp_model.py:7"] * 2 + ["mlp_model.py:8"]
+
+
+@pytest.mark.parametrize("train,words", [
+    ("optimizer='adam'", "optimizer must be tc.optim.SGD"),
+    ("batch_size=0", "batch_size must be"),
+    ("epochs=-1", "epochs must be"),
+    ("schedule='linear'", "schedule must be one of"),
+])
+def test_bad_training_settings_name_the_model_function(tmp_path, train, words):
+    source = f"import tinyc as tc\n\ndef model():\n    return tc.Train(tc.param('w', (2,)).sum(), {train})\n"
+    message = _error(tmp_path, source)
+    assert message.startswith("bad_model.py:3: "), message
+    assert words in message
+
+
 def test_entry_option(tmp_path):
     message = _error(tmp_path, "import tinyc as tc\n\ndef model():\n    pass\n", entry="build")
     assert "no function 'build'" in message

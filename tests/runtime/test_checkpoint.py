@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from tinyc.ir.errors import CheckpointError
 from tinyc.ir import fileio
+from tinyc.ir.errors import CheckpointError
 from tinyc.runtime import checkpoint as ck
 
 

@@ -33,6 +33,11 @@ _PASS_THROUGH = (typer.Exit, typer.Abort, _USAGE_ERROR, SystemExit)
 DebugOption = Annotated[bool, typer.Option("--debug", help="On error, show the full Python traceback.")]
 
 
+def opt(flag: str, text: str, **kw: Any) -> Any:
+    """A command-line option whose help says its default itself (or has none worth showing)."""
+    return typer.Option(flag, help=text, show_default=False, **kw)
+
+
 def set_debug(on: bool) -> None:
     _STATE["debug"] = bool(on)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from ..ir.graph import Graph
-from .errors import DebugOption, fail, handles_errors
+from .errors import DebugOption, fail, handles_errors, opt
 from .output import echo, human_bytes, human_count, table
 from .session import TRACE, Compiled, load
 from .views import print_summary, summary_json, to_dot
@@ -21,25 +21,21 @@ class Format(str, Enum):
     json = "json"
 
 
-def _opt(flag: str, text: str, **kw: Any) -> Any:
-    return typer.Option(flag, help=text, show_default=False, **kw)
-
-
 @handles_errors
 def inspect(
     file: Annotated[Path, typer.Argument(
         help="A program file (.ir) or a model file (.py, compiled in memory).", metavar="FILE", show_default=False)],
-    passes: Annotated[bool, _opt("--passes", "Per-pass table: nodes before -> after, FLOPs, bytes, peak, ms.")] = False,
-    after: Annotated[str | None, _opt("--after", "Show the graph after PASS (model files; 'trace': before any).",
+    passes: Annotated[bool, opt("--passes", "Per-pass table: nodes before -> after, FLOPs, bytes, peak, ms.")] = False,
+    after: Annotated[str | None, opt("--after", "Show the graph after PASS (model files; 'trace': before any).",
                                       metavar="PASS")] = None,
-    diff: Annotated[str | None, _opt("--diff", "Show what PASS changed (model files).", metavar="PASS")] = None,
+    diff: Annotated[str | None, opt("--diff", "Show what PASS changed (model files).", metavar="PASS")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
-    memory: Annotated[bool, _opt("--memory", "Memory report per entry: planned peak, what is alive there, reuse "
+    memory: Annotated[bool, opt("--memory", "Memory report per entry: planned peak, what is alive there, reuse "
                                              "(with --format json: a 'memory' key).")] = False,
-    entry: Annotated[str | None, _opt("--entry", "Only this program entry (train_step or predict).",
+    entry: Annotated[str | None, opt("--entry", "Only this program entry (train_step or predict).",
                                       metavar="NAME")] = None,
     model_fn: Annotated[str, typer.Option("--model-fn", help="Function of a model file to call.")] = "model",
-    batch: Annotated[int | None, _opt("--batch", "Batch size for --memory (default: the plan's).", min=1)] = None,
+    batch: Annotated[int | None, opt("--batch", "Batch size for --memory (default: the plan's).", min=1)] = None,
     debug: DebugOption = False,
 ) -> None:
     """Show a program: summary and IR text, pass statistics, one pass's effect, DOT or JSON."""
@@ -66,13 +62,17 @@ def inspect(
     elif passes:
         print_pass_table(compiled, entries)
     elif after:
-        for name in entries:
-            echo(_format_graph(_graph_after(compiled, name, after)))
+        from ..ir.printer import format_graph
+
+        found = _pass_steps(compiled, entries, after, first=TRACE)
+        for name, (_, graph) in found:
+            if len(found) > 1:  # both entries' graphs share the model's name
+                echo(f"# entry {name}")
+            echo(format_graph(graph).rstrip("\n"))
     elif diff:
         from ..compiler.diff import diff_graphs, format_diff
 
-        for name in entries:
-            before, changed = _graphs_around(compiled, name, diff)
+        for name, (before, changed) in _pass_steps(compiled, entries, diff):
             text = format_diff(diff_graphs(before, changed)).rstrip("\n")
             echo(f"# entry {name}: {diff}")
             echo(text or "(no change)")
@@ -110,30 +110,25 @@ def print_memory(compiled: Compiled, entries: list[str], batch: int | None) -> N
         echo(format_memory_report(memory_report(compiled.program.entries[name], batch)))
 
 
-def _graph_after(compiled: Compiled, entry: str, pass_name: str) -> Graph:
-    steps = compiled.history.get(entry, [])
-    for name, graph in steps:
-        if name == pass_name:
-            return graph
-    raise _unknown_pass(entry, pass_name, [n for n, _ in steps])
+def _pass_steps(compiled: Compiled, entries: list[str], pass_name: str,
+                first: str = "") -> list[tuple[str, tuple[Graph, Graph]]]:
+    """(entry, (graph before `pass_name`, graph after it)) for each entry that ran it.
 
-
-def _graphs_around(compiled: Compiled, entry: str, pass_name: str) -> tuple[Graph, Graph]:
-    steps = compiled.history.get(entry, [])
-    for i, (name, graph) in enumerate(steps):
-        if name == pass_name and i > 0:
-            return steps[i - 1][1], graph
-    raise _unknown_pass(entry, pass_name, [n for n, _ in steps if n != TRACE])
-
-
-def _unknown_pass(entry: str, pass_name: str, names: list[str]) -> typer.Exit:
-    return fail(f"entry {entry} did not run a pass named {pass_name!r}", hint=f"its passes: {', '.join(names)}")
-
-
-def _format_graph(graph: Graph) -> str:
-    from ..ir.printer import format_graph
-
-    return format_graph(graph).rstrip("\n")
+    An entry that did not run it is skipped (predict runs no autodiff); none at all is an error.
+    `first` also accepts that name for the graph before any pass (`--after trace`).
+    """
+    found = []
+    for entry in entries:
+        steps = compiled.history.get(entry, [])
+        for i, (name, graph) in enumerate(steps):
+            if name == pass_name and (i > 0 or name == first):
+                found.append((entry, (steps[i - 1][1] if i else graph, graph)))
+                break
+    if not found:
+        names = dict.fromkeys(n for e in entries for n, _ in compiled.history.get(e, []) if first or n != TRACE)
+        what = f"entry {entries[0]} did not run" if len(entries) == 1 else "no entry ran"
+        raise fail(f"{what} a pass named {pass_name!r}", hint=f"the passes: {', '.join(names)}")
+    return found
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .errors import INTERRUPTED, DebugOption, handles_errors
+from ..ir.train import SCHEDULES
+from .errors import INTERRUPTED, DebugOption, handles_errors, opt
 from .output import echo, table
 from .progress import make_reporter
 from .session import load
@@ -29,14 +30,8 @@ DataDirOption = Annotated[
 FETCH_SIZE = {"mnist": "17 MB"}
 
 
-class Schedule(str, Enum):
-    constant = "constant"
-    cosine = "cosine"
-    step = "step"
-
-
-def _opt(flag: str, text: str, **kw: Any) -> Any:
-    return typer.Option(flag, help=text, show_default=False, **kw)
+# the --schedule choices: the schedules tc.Train accepts (a test ties them to the runtime's table)
+Schedule = Enum("Schedule", {name: name for name in SCHEDULES}, type=str)
 
 
 @handles_errors
@@ -48,23 +43,23 @@ def run(
         ),
     ],
     data: DataOption = "mnist",
-    epochs: Annotated[int | None, _opt("--epochs", "Epochs (default: the program's).", min=0)] = None,
-    batch_size: Annotated[int | None, _opt("--batch-size", "Batch size (default: the program's).", min=1)] = None,
-    lr: Annotated[float | None, _opt("--lr", "Base learning rate (default: the program's).", min=0.0)] = None,
-    schedule: Annotated[Schedule | None, _opt("--schedule", "Learning-rate schedule (default: the program's).")] = None,
-    warmup: Annotated[int | None, _opt("--warmup", "Linear warmup steps.", min=0)] = None,
+    epochs: Annotated[int | None, opt("--epochs", "Epochs (default: the program's).", min=0)] = None,
+    batch_size: Annotated[int | None, opt("--batch-size", "Batch size (default: the program's).", min=1)] = None,
+    lr: Annotated[float | None, opt("--lr", "Base learning rate (default: the program's).", min=0.0)] = None,
+    schedule: Annotated[Schedule | None, opt("--schedule", "Learning-rate schedule (default: the program's).")] = None,
+    warmup: Annotated[int | None, opt("--warmup", "Linear warmup steps.", min=0)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initial parameters and the shuffling.")] = 0,
-    limit: Annotated[int | None, _opt("--limit", "Train on the first N examples only.", min=1, metavar="N")] = None,
+    limit: Annotated[int | None, opt("--limit", "Train on the first N examples only.", min=1, metavar="N")] = None,
     no_shuffle: Annotated[bool, typer.Option("--no-shuffle", help="Keep the data set's order.")] = False,
     data_dir: DataDirOption = None,
     checkpoint: Annotated[
-        Path | None, _opt("--checkpoint", "Save here after every epoch (atomically).", metavar="PATH")
+        Path | None, opt("--checkpoint", "Save here after every epoch (atomically).", metavar="PATH")
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from --checkpoint (same result as no break).")
     ] = False,
     metrics_out: Annotated[
-        Path | None, _opt("--metrics-out", "Write one JSON line per epoch to FILE.", metavar="FILE")
+        Path | None, opt("--metrics-out", "Write one JSON line per epoch to FILE.", metavar="FILE")
     ] = None,
     check_numerics: Annotated[
         bool, typer.Option("--check-numerics", help="Check every node for NaN/Inf at every step.")

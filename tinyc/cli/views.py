@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
-from ..ir.graph import Graph
+from ..ir.graph import Graph, live_values
 from ..ir.program import Program
 from .output import echo, human_bytes, table
 
@@ -109,15 +109,7 @@ def role_of(graph: Graph) -> dict[str, str]:
     Provenance decides first (the note `grad of ...` or `optimizer ...`); a node without it that
     only the updates need (no named output) counts as optimizer, the rest as forward.
     """
-    needed: set[str] = set()
-    stack = [v for _, v in graph.outputs]
-    producers = graph.producers
-    while stack:
-        v = stack.pop()
-        if v in needed or v not in producers:
-            continue
-        needed.add(v)
-        stack.extend(producers[v].inputs)
+    needed = live_values(graph, [v for _, v in graph.outputs])
     roles = {}
     for n in graph.nodes:
         if n.note.startswith("grad of"):

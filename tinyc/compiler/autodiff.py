@@ -11,8 +11,8 @@ user's line.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 import networkx as nx
 

@@ -8,8 +8,8 @@ just more IR. Numerically stable forms only: softmax and log-softmax subtract th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Callable, Sequence
 
 from ..ir.builder import Builder, Tensor
 from ..ir.graph import Graph

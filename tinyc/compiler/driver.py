@@ -14,6 +14,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ..ir.builder import Tensor, new_graph
@@ -24,6 +25,7 @@ from ..ir.train import Train, optimizer_spec
 from ..runtime.executor import PREDICT_ENTRY, TRAIN_ENTRY
 from . import manager
 from .graphutil import live_values
+from .passes.dce import dce
 
 LOSS = "loss"
 ENTRIES = (TRAIN_ENTRY, PREDICT_ENTRY)  # the order compile_graph builds them in
@@ -101,7 +103,10 @@ def _train_graph(b, train: Train, loc: str) -> Graph:
     for key, t in outputs.items():
         if not isinstance(t, Tensor) or t.builder is not b:
             raise ModelFileError(f"output {key!r} must be a Tensor traced in this model", loc=loc)
-    meta = {"loss": LOSS, "optimizer": optimizer_spec(train.optimizer), "train": train.defaults()}
+    try:
+        meta = {"loss": LOSS, "optimizer": optimizer_spec(train.optimizer), "train": train.defaults()}
+    except TinycError as e:  # the settings of tc.Train(...): point at the function that returned it
+        raise ModelFileError(e.message, loc=loc, hint=e.hint) from None
     return b.graph({LOSS: train.loss, **outputs}, meta=meta)
 
 
@@ -142,7 +147,7 @@ def compile_graph(graph: Graph, on_pass: Callable | None = None) -> tuple[Progra
     batch = (graph.meta.get("train") or {}).get("batch_size")
     data, labels = split_inputs(graph)
 
-    train, train_stats = manager.run_pipeline(graph, manager.available(manager.DEFAULT_PIPELINE),
+    train, train_stats = manager.run_pipeline(graph, manager.DEFAULT_PIPELINE,
                                               on_pass=on_pass, batch=batch)
     entries = {TRAIN_ENTRY: _entry(TRAIN_ENTRY, train)}
     stats = {TRAIN_ENTRY: train_stats}
@@ -150,14 +155,13 @@ def compile_graph(graph: Graph, on_pass: Callable | None = None) -> tuple[Progra
     label_set = set(labels)
     keep = [(k, v) for k, v in graph.outputs if k != loss and not (_input_deps(graph, v) & label_set)]
     if keep:
-        meta = {k: v for k, v in graph.meta.items() if k in ("train",)}
-        fwd = graph.with_nodes(graph.nodes, outputs=keep, updates=(), meta=meta)
-        fwd = _prune(fwd)
-        predict, predict_stats = manager.run_pipeline(fwd, manager.available(manager.FORWARD_PIPELINE),
+        meta = {k: v for k, v in graph.meta.items() if k == "train"}  # predict needs no loss or optimizer
+        fwd = _prune(replace(graph, outputs=tuple(keep), updates=(), meta=meta))
+        predict, predict_stats = manager.run_pipeline(fwd, manager.FORWARD_PIPELINE,
                                                       on_pass=on_pass, batch=batch)
         entries[PREDICT_ENTRY] = _entry(PREDICT_ENTRY, predict)
         stats[PREDICT_ENTRY] = predict_stats
-    meta: dict[str, Any] = {
+    program_meta: dict[str, Any] = {
         "train": dict(graph.meta.get("train", {})),
         "optimizer": dict(graph.meta.get("optimizer", {})),
         "model": graph.name,
@@ -165,20 +169,15 @@ def compile_graph(graph: Graph, on_pass: Callable | None = None) -> tuple[Progra
         "data_inputs": data,
         "label_inputs": labels,
     }
-    return Program(entries, meta), stats
+    return Program(entries, program_meta), stats
 
 
 def _prune(graph: Graph) -> Graph:
     """Only the nodes, inputs and parameters the outputs need (labels drop out of predict)."""
+    graph = dce(graph)  # nodes and constants
     live = live_values(graph)
-    nodes = [n for n in graph.nodes if n.out in live]
-    used = {n.attrs["name"] for n in nodes if n.op == "constant"}
-    return graph.with_nodes(
-        nodes,
-        inputs=tuple(i for i in graph.inputs if i.name in live),
-        params=tuple(p for p in graph.params if p.name in live),
-        constants={k: a for k, a in graph.constants.items() if k in used},
-    )
+    return replace(graph, inputs=tuple(i for i in graph.inputs if i.name in live),
+                   params=tuple(p for p in graph.params if p.name in live))
 
 
 def compile_file(path: str, entry: str = "model", on_pass: Callable | None = None) -> tuple[Program, dict[str, list]]:

@@ -6,13 +6,13 @@ deterministic: ties are broken by a node's position in `graph.nodes`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
 import networkx as nx
 
 from ..ir.errors import IRError
-from ..ir.graph import Graph, Node
+from ..ir.graph import Graph, Node, live_values  # noqa: F401  (re-exported for the passes)
 from ..ir.ops import canonical_attrs, infer_type
 
 
@@ -61,23 +61,6 @@ def topological_order(graph: Graph) -> list[Node]:
 def reverse_topological_order(graph: Graph) -> list[Node]:
     """Consumers before producers (the order reverse-mode autodiff walks)."""
     return list(reversed(topological_order(graph)))
-
-
-def live_values(graph: Graph, roots: Iterable[str] | None = None) -> set[str]:
-    """Every value that `roots` (default: outputs and updates) depend on, roots included."""
-    roots = graph.output_values if roots is None else tuple(roots)
-    producers = graph.producers
-    seen: set[str] = set()
-    stack = list(roots)
-    while stack:  # an explicit DFS: linear, and no recursion limit on 10k-node chains
-        v = stack.pop()
-        if v in seen:
-            continue
-        seen.add(v)
-        node = producers.get(v)
-        if node is not None:
-            stack.extend(node.inputs)
-    return seen
 
 
 def ancestors(graph: Graph, value: str) -> set[str]:

@@ -14,7 +14,7 @@ decomposition (`tinyc.compiler.decompose`) instead, which is how grad of grad wo
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..ir.builder import Builder, Tensor
 from ..ir.types import Shape

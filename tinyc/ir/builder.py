@@ -11,7 +11,8 @@ import contextlib
 import os
 import sys
 import zlib
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,20 +23,19 @@ from .ops import canonical_attrs, infer_type
 from .types import TensorType, dtype_of_numpy
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-_MODELS_DIR = _PKG_DIR + "models" + os.sep
 
 
 def user_location(depth: int = 1) -> str:
-    """`file.py:LINE` of the innermost frame outside tinyc's own machinery.
+    """`file.py:LINE` of the innermost frame outside the tinyc package.
 
-    Layers in `tinyc/models` count as model code, so their lines are reported too.
+    The layers of `tinyc.models` are library code too (as Flax's are to JAX), so a node a
+    `Linear` creates, and an error about it, names the user's line that called the layer.
     """
     frame = sys._getframe(depth)
     while frame is not None:
         path = frame.f_code.co_filename
-        if not path.startswith(_PKG_DIR) or path.startswith(_MODELS_DIR):
-            if not path.startswith("<frozen"):
-                return f"{os.path.basename(path)}:{frame.f_lineno}"
+        if not path.startswith(_PKG_DIR) and not path.startswith("<frozen"):
+            return f"{os.path.basename(path)}:{frame.f_lineno}"
         frame = frame.f_back
     return ""
 
@@ -47,7 +47,7 @@ class Tensor:
     __slots__ = ("builder", "name", "type")
     __array_priority__ = 1000  # so `ndarray + Tensor` defers to Tensor.__radd__
 
-    def __init__(self, builder: "Builder", name: str, type: TensorType) -> None:
+    def __init__(self, builder: Builder, name: str, type: TensorType) -> None:
         self.builder = builder
         self.name = name
         self.type = type
@@ -104,24 +104,24 @@ class Tensor:
         return self.builder.apply("neg", [self])
 
     @property
-    def T(self) -> "Tensor":
+    def T(self) -> Tensor:
         return self.builder.apply("transpose", [self], perm=None)
 
-    def transpose(self, *axes) -> "Tensor":
+    def transpose(self, *axes) -> Tensor:
         perm = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else (axes or None)
         return self.builder.apply("transpose", [self], perm=perm)
 
-    def reshape(self, *shape) -> "Tensor":
+    def reshape(self, *shape) -> Tensor:
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
         return self.builder.apply("reshape", [self], shape=tuple(shape))
 
-    def sum(self, axis=None, keepdims=False) -> "Tensor":
+    def sum(self, axis=None, keepdims=False) -> Tensor:
         return self.builder.apply("sum", [self], axes=axis, keepdims=keepdims)
 
-    def mean(self, axis=None, keepdims=False) -> "Tensor":
+    def mean(self, axis=None, keepdims=False) -> Tensor:
         return self.builder.apply("mean", [self], axes=axis, keepdims=keepdims)
 
-    def max(self, axis=None, keepdims=False) -> "Tensor":
+    def max(self, axis=None, keepdims=False) -> Tensor:
         return self.builder.apply("max", [self], axes=axis, keepdims=keepdims)
 
 
@@ -142,7 +142,7 @@ class Builder:
 
     # ------------------------------------------------------------------ graph <-> builder
     @classmethod
-    def from_graph(cls, graph: Graph) -> "Builder":
+    def from_graph(cls, graph: Graph) -> Builder:
         """A builder holding `graph`, to append nodes to it."""
         b = cls(graph.name)
         b.inputs = {i.name: i for i in graph.inputs}
@@ -155,7 +155,7 @@ class Builder:
             b._const_keys[(arr.dtype.str, arr.shape, arr.tobytes())] = key
         return b
 
-    def graph(self, outputs: Mapping[str, "Tensor"] | Sequence["Tensor"] = (), updates=(), meta=None) -> Graph:
+    def graph(self, outputs: Mapping[str, Tensor] | Sequence[Tensor] = (), updates=(), meta=None) -> Graph:
         """Freeze what was traced. `outputs` is a dict name -> Tensor or a list (named out0, ...)."""
         if not isinstance(outputs, Mapping):
             outputs = {f"out{i}": t for i, t in enumerate(outputs)}
@@ -208,12 +208,24 @@ class Builder:
         t = self._type(dtype, shape)
         if t.symbols:
             raise IRError(f"parameter {name!r} has a symbolic dim: {t}", loc=user_location(2))
-        init = dict(init) if init is not None else init_rules.zeros()
-        init_rules.make(**init)  # validates
+        init = self._init_rule(init)
         self.params[name] = Param(name, t, init, seed=zlib.crc32(name.encode()) & 0x7FFFFFFF, kind=kind,
                                   loc=self._loc()[0])
         self.types[name] = t
         return Tensor(self, name, t)
+
+    @staticmethod
+    def _init_rule(init: Any) -> dict:
+        """The canonical init dict (floats, every argument) of what the user passed."""
+        if init is None:
+            return init_rules.zeros()
+        if not isinstance(init, Mapping) or not isinstance(init.get("rule"), str):
+            raise IRError(f"init must be a rule from tc.init, got {init!r}", loc=user_location(3),
+                          hint="e.g. init=tc.init.normal(0.02)")
+        try:
+            return init_rules.make(**init)
+        except TinycError as e:
+            raise type(e)(e.message, loc=user_location(3), hint=e.hint) from None
 
     def constant(self, value: Any, dtype: str | None = None) -> Tensor:
         arr = np.asarray(value)

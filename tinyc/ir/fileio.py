@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 
@@ -10,6 +11,8 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` so that a crash at any moment leaves the old file or the new one:
     a temporary file in the same folder, flushed and fsynced, then renamed over `path`."""
     path = os.fspath(path)
+    if os.path.isdir(path):  # else the rename fails naming our temporary file, not the user's path
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(path), suffix=_TEMP_SUFFIX)

@@ -8,9 +8,10 @@ Graph with `dataclasses.replace`; nothing here is mutated after construction.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -130,7 +131,7 @@ class Graph:
         """The smallest node number not used yet (for passes that add nodes)."""
         return 1 + max((int(n.out) for n in self.nodes if n.out.isdigit()), default=-1)
 
-    def with_nodes(self, nodes, outputs=None, updates=None, **changes) -> "Graph":
+    def with_nodes(self, nodes, outputs=None, updates=None, **changes) -> Graph:
         """A copy with new nodes (and optionally renamed outputs/updates)."""
         return replace(
             self,
@@ -151,3 +152,20 @@ class Graph:
             self.constants[k].dtype == other.constants[k].dtype and np.array_equal(self.constants[k], other.constants[k])
             for k in self.constants
         )
+
+
+def live_values(graph: Graph, roots: Iterable[str] | None = None) -> set[str]:
+    """Every value that `roots` (default: outputs and updates) depend on, roots included."""
+    roots = graph.output_values if roots is None else tuple(roots)
+    producers = graph.producers
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:  # an explicit DFS: linear, and no recursion limit on 10k-node chains
+        v = stack.pop()
+        if v in seen:
+            continue
+        seen.add(v)
+        node = producers.get(v)
+        if node is not None:
+            stack.extend(node.inputs)
+    return seen

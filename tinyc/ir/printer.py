@@ -19,6 +19,7 @@ from typing import Any
 
 from .graph import Graph, Node, Param
 from .program import Program
+from .types import dtype_of_numpy
 
 _COMMENT_COLUMN = 56
 
@@ -55,8 +56,7 @@ def format_param(p: Param) -> str:
     rule = dict(p.init)
     name = rule.pop("rule")
     args = ", ".join(f"{k}={format_value(v)}" for k, v in sorted(rule.items()))
-    kind = "param" if p.kind == "param" else "state"
-    return f"{kind} %{p.name}: {p.type} = {name}({args})"
+    return f"{p.kind} %{p.name}: {p.type} = {name}({args})"
 
 
 def format_graph(g: Graph, indent: str = "  ") -> str:
@@ -82,6 +82,4 @@ def format_program(p: Program) -> str:
 
 
 def _array_type(a) -> str:
-    from .types import dtype_of_numpy
-
     return f"{dtype_of_numpy(a.dtype)}[{','.join(map(str, a.shape))}]"

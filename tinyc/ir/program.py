@@ -6,8 +6,9 @@ schedule) with its memory plan, plus program-wide meta (training defaults, optim
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .graph import Graph
 

@@ -7,8 +7,9 @@ that `tinyc run model.ir` alone trains well.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import IRError
 
@@ -54,15 +55,9 @@ SCHEDULES = ("constant", "cosine", "step")
 
 def optimizer_spec(opt: Any) -> dict[str, Any]:
     """The msgpack-able dict of an optimizer spec."""
-    if not isinstance(opt, (SGD, Adam, AdamW)):
+    if not isinstance(opt, tuple(OPTIMIZERS.values())):
         raise IRError(f"optimizer must be tc.optim.SGD, Adam or AdamW, got {type(opt).__name__}")
     return asdict(opt)
-
-
-def optimizer_from_spec(spec: Mapping[str, Any]):
-    spec = dict(spec)
-    kind = spec.pop("kind")
-    return OPTIMIZERS[kind](**spec)
 
 
 @dataclass
@@ -88,7 +83,11 @@ class Train:
     def defaults(self) -> dict[str, Any]:
         """Training defaults as stored in the program's meta."""
         if self.schedule not in SCHEDULES:
-            raise IRError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+            raise IRError(f"tc.Train: schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        for key, low in (("epochs", 0), ("batch_size", 1), ("warmup", 0), ("step_size", 1)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise IRError(f"tc.Train: {key} must be an int >= {low}, got {value!r}")
         return {
             "epochs": int(self.epochs),
             "batch_size": int(self.batch_size),

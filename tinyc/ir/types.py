@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Union
 
 import numpy as np
 
 from .errors import ShapeError
 
-Dim = Union[int, str]
+Dim = int | str  # an int, or a symbol such as "B"
 Shape = tuple[Dim, ...]
 
 # dtype name -> NumPy dtype; the four dtypes of the IR.
@@ -33,10 +33,6 @@ def dtype_of_numpy(dtype: np.dtype) -> str:
     if dtype.kind in "iu":
         return "i64"
     raise ShapeError(f"dtype {dtype} has no tinyc equivalent (use one of {', '.join(DTYPES)})")
-
-
-def is_symbol(dim: Dim) -> bool:
-    return isinstance(dim, str)
 
 
 @dataclass(frozen=True)
@@ -74,10 +70,10 @@ class TensorType:
     def symbols(self) -> tuple[str, ...]:
         return tuple(d for d in self.shape if isinstance(d, str))
 
-    def with_dtype(self, dtype: str) -> "TensorType":
+    def with_dtype(self, dtype: str) -> TensorType:
         return TensorType(dtype, self.shape)
 
-    def with_shape(self, shape: Shape) -> "TensorType":
+    def with_shape(self, shape: Shape) -> TensorType:
         return TensorType(self.dtype, tuple(shape))
 
     def concrete(self, bindings: Mapping[str, int]) -> tuple[int, ...]:

@@ -72,7 +72,7 @@ def decode_checkpoint(data: bytes, source: str = "checkpoint") -> tuple[dict[str
         raise CheckpointError(f"{source}: checkpoint version {metadata.get('version')} is newer than this tinyc reads")
     try:
         tensors = load(bytes(data))
-    except Exception as e:  # safetensors raises its own error types for damaged files
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for damaged files
         raise CheckpointError(f"{source}: damaged or truncated checkpoint ({str(e).splitlines()[0][:120]})") from None
     if _digest(tensors) != metadata.get("sha256"):
         raise CheckpointError(f"{source}: checkpoint contents do not match their checksum (damaged file)")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from tinyc.ir.errors import IRError, ShapeError, TinycError
-from tinyc.ir.graph import Graph, Node
+from tinyc.ir.graph import Graph, Node, live_values
 from tinyc.ir.types import TensorType, resolve_shape
 
 from .init import init_param
@@ -28,20 +28,6 @@ _SHAPE_ATTRS = ("shape",)
 
 def _fmt_shape(shape: Sequence) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
-
-
-def _needed(graph: Graph, targets: Sequence[str]) -> set[str]:
-    """Every value that `targets` depend on (themselves included)."""
-    producers = graph.producers
-    seen: set[str] = set()
-    stack = list(targets)
-    while stack:
-        v = stack.pop()
-        if v not in seen:
-            seen.add(v)
-            if v in producers:
-                stack.extend(producers[v].inputs)
-    return seen
 
 
 def bind_symbols(graph: Graph, feeds: Mapping[str, Any], required: Sequence[str] | None = None) -> dict[str, int]:
@@ -145,7 +131,7 @@ def evaluate(
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Compute the values `targets` (value names); params missing from `params` take their init."""
-    needed = _needed(graph, targets)
+    needed = live_values(graph, targets)
     required = [i.name for i in graph.inputs if i.name in needed]
     bindings = bind_symbols(graph, feeds, required)
     env: dict[str, np.ndarray] = {}
@@ -201,7 +187,7 @@ def make_function(graph: Graph, input_values: Sequence[str]) -> Callable[[list[n
     if len(set(names)) != len(names):
         raise IRError(f"an input is listed twice: {names}")
     targets = [v for _, v in graph.outputs]
-    needed = _needed(graph, targets)
+    needed = live_values(graph, targets)
     unfed = [i.name for i in graph.inputs if i.name in needed and i.name not in names]
     if unfed:
         raise ShapeError(

@@ -262,7 +262,7 @@ class Trainer:
                 acc_sum += float(out["accuracy"]) * b
             seen += b
             self.reporter.step(i + 1, loss, seen / max(time.perf_counter() - t0, 1e-9), lr)
-        if not all(np.isfinite(a).all() for a in self.executor.params.values() if a.dtype.kind == "f"):
+        if not _finite(self.executor.params):
             # the last update went non-finite after a finite loss: never checkpoint such a state
             self._explain_non_finite(epoch, order, snapshots, self.steps_per_epoch, "parameters became non-finite")
         seconds = time.perf_counter() - t0

@@ -10,7 +10,7 @@ from . import register_pass
 
 @register_pass("autodiff")
 def autodiff(graph: Graph) -> Graph:
-    """reverse-mode gradients of meta['loss'] w.r.t. every trainable parameter"""
+    """Append grad.<param> outputs: reverse-mode gradients of the loss for every trainable parameter."""
     loss = graph.meta.get("loss", "loss")
     outputs = dict(graph.outputs)
     if loss not in outputs:

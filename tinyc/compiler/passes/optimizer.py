@@ -35,7 +35,8 @@ def _as(x: Tensor, like: Tensor) -> Tensor:
     return x if x.dtype == like.dtype else x.builder.apply("cast", [x], dtype=like.dtype)
 
 
-def _sgd(b: Builder, p: Tensor, g: Tensor, param: Param, lr: Tensor, spec: Mapping[str, Any], ups: dict) -> None:
+def _sgd(b: Builder, p: Tensor, g: Tensor, param: Param, lr: Tensor, spec: Mapping[str, Any], ups: dict,
+         t: Tensor | None) -> None:
     mu, wd = float(spec["momentum"]), float(spec["weight_decay"])
     lr = _as(lr, p)
     if wd:
@@ -51,7 +52,7 @@ def _sgd(b: Builder, p: Tensor, g: Tensor, param: Param, lr: Tensor, spec: Mappi
 
 
 def _adam(b: Builder, p: Tensor, g: Tensor, param: Param, lr: Tensor, spec: Mapping[str, Any], ups: dict,
-          t: Tensor) -> None:
+          t: Tensor | None) -> None:
     b1, b2, eps, wd = (float(spec[k]) for k in ("beta1", "beta2", "eps", "weight_decay"))
     decoupled = spec["kind"] == "adamw"
     if wd and not decoupled:
@@ -71,7 +72,9 @@ def _adam(b: Builder, p: Tensor, g: Tensor, param: Param, lr: Tensor, spec: Mapp
     ups[param.name] = base - step_size * (m_new / denom)
 
 
+# optimizer kind -> rule(builder, param, grad, Param, lr, spec, updates, step t) adding the param's updates
 RULES: dict[str, Callable] = {"sgd": _sgd, "adam": _adam, "adamw": _adam}
+STEP_COUNTED = ("adam", "adamw")  # the kinds whose rule needs the step count t
 
 
 @register_pass("optimizer")
@@ -91,7 +94,7 @@ def optimizer(graph: Graph) -> Graph:
     lr = b.input(LR_INPUT, (), "f32")
     ups: dict[str, Tensor] = {}
     t = None
-    if kind in ("adam", "adamw") and grads:
+    if kind in STEP_COUNTED and grads:
         first = graph.param_map[next(iter(grads))]
         with b.at(first.loc, f"optimizer {kind}"):
             step = b.param(STEP_STATE, (), init_rules.zeros(), kind="state")
@@ -102,11 +105,7 @@ def optimizer(graph: Graph) -> Graph:
         if param is None or param.kind != "param":
             raise IRError(f"optimizer: output grad.{pname} names no trainable parameter")
         with b.at(param.loc, f"optimizer {kind}"):
-            p, g = b.tensor(pname), b.tensor(gvalue)
-            if kind == "sgd":
-                _sgd(b, p, g, param, lr, spec, ups)
-            else:
-                _adam(b, p, g, param, lr, spec, ups, t)
+            RULES[kind](b, b.tensor(pname), b.tensor(gvalue), param, lr, spec, ups, t)
     outputs = {name: b.tensor(v) for name, v in graph.outputs if not name.startswith(GRAD_PREFIX)}
     updates = {name: b.tensor(v) for name, v in graph.updates}
     updates.update(ups)

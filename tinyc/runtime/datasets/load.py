@@ -102,5 +102,5 @@ def load_dataset(spec: str, data_dir: str | None = None, cache_dir: str | None =
         hint = f"set --data-dir or TINYC_DATA_DIR to a folder with the IDX files ({IDX_NAMES})"
         if info.system_dirs:
             hint += f", or install Debian's package dataset-{spec} (it puts them in {info.system_dirs[0]})"
-    lines = "\n".join(f"  - {t}" for t in tried)
-    raise DataError(f"data set {spec} ({info.description}) not found; tried:\n{lines}", hint=hint)
+    # one line: the CLI shows an error's first line (the rest only with --debug)
+    raise DataError(f"data set {spec} ({info.description}) not found; tried: {'; '.join(tried)}", hint=hint)
