@@ -177,12 +177,12 @@ def test_inspect_passes_has_a_row_per_pass(workdir):
 
 
 def test_inspect_after_and_diff(workdir):
-    after = invoke("inspect", workdir / "tiny.py", "--after", "cse", "--entry", "train_step")
+    after = invoke("inspect", workdir / "tiny.py", "--after", "cse", "--graph", "train_step")
     assert after.exit_code == 0, after.output
     assert after.stdout.startswith("graph ") and "output loss" in after.stdout
-    verify = invoke("inspect", workdir / "tiny.py", "--after", "autodiff", "--entry", "train_step")
+    verify = invoke("inspect", workdir / "tiny.py", "--after", "autodiff", "--graph", "train_step")
     assert verify.stdout != after.stdout
-    diff = invoke("inspect", workdir / "tiny.py", "--diff", "autodiff", "--entry", "train_step")
+    diff = invoke("inspect", workdir / "tiny.py", "--diff", "autodiff", "--graph", "train_step")
     assert diff.exit_code == 0, diff.output
     assert diff.stdout.strip()
 
@@ -199,7 +199,7 @@ def test_inspect_diff_of_a_training_pass_skips_predict(workdir):
 
 
 def test_inspect_pass_missing_from_the_chosen_entry(workdir):
-    result = invoke("inspect", workdir / "tiny.py", "--diff", "autodiff", "--entry", "predict")
+    result = invoke("inspect", workdir / "tiny.py", "--diff", "autodiff", "--graph", "predict")
     assert result.exit_code == 2
     assert "entry predict did not run a pass named 'autodiff'" in result.stderr
 
@@ -246,7 +246,7 @@ def test_inspect_memory(program_file):
 
 
 def test_inspect_unknown_entry(program_file):
-    result = invoke("inspect", program_file, "--entry", "nope")
+    result = invoke("inspect", program_file, "--graph", "nope")
     assert result.exit_code == 2 and "train_step" in result.stderr
 
 

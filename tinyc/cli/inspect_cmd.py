@@ -32,9 +32,10 @@ def inspect(
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
     memory: Annotated[bool, opt("--memory", "Memory report per entry: planned peak, what is alive there, reuse "
                                              "(with --format json: a 'memory' key).")] = False,
-    entry: Annotated[str | None, opt("--entry", "Only this program entry (train_step or predict).",
+    entry: Annotated[str | None, opt("--graph", "Only this program entry (train_step or predict).",
                                       metavar="NAME")] = None,
-    model_fn: Annotated[str, typer.Option("--model-fn", help="Function of a model file to call.")] = "model",
+    model_fn: Annotated[str, typer.Option("--entry", help="Function of a model file to call (as in compile).")
+                        ] = "model",
     batch: Annotated[int | None, opt("--batch", "Batch size for --memory (default: the plan's).", min=1)] = None,
     debug: DebugOption = False,
 ) -> None:
