@@ -14,6 +14,7 @@ import tinyc as tc
 from tests.ir.graphgen import Chooser, build_graph
 from tinyc.compiler.driver import compile_graph
 from tinyc.compiler.passes.memplan import (
+    INPLACE_INPUTS,
     INPLACE_SAFE,
     format_memory_report,
     lifetimes,
@@ -31,7 +32,7 @@ from tinyc.runtime.reference import run_graph
 def check_plan(graph, plan) -> None:
     """No value is overwritten while still needed: values sharing a buffer have disjoint lives,
     except a value written over an input that dies at its node."""
-    first, last = lifetimes(graph)
+    first, last = lifetimes(graph, plan.get("alias"))
     homes: dict = {}
     for v, s in plan["slots"].items():
         homes.setdefault(("slot", s), []).append(v)
@@ -77,6 +78,7 @@ def test_random_graphs_match_reference(seed):
 def test_random_graphs_exercise_reuse():
     plans = [memplan(build_graph(Chooser(random.Random(seed)), 14)).meta["memplan"] for seed in range(40)]
     assert sum(bool(p["inplace"]) for p in plans) >= 5
+    assert sum(bool(p["alias"]) for p in plans) >= 20
     assert sum(bool(p["reuse_input"]) for p in plans) >= 20
     assert sum(len(set(p["slots"].values())) < len(p["slots"]) for p in plans) >= 20
 
@@ -135,7 +137,8 @@ def test_planned_peak_below_no_reuse_and_report():
 
 
 def test_inplace_ops_are_elementwise_ops():
-    assert INPLACE_SAFE <= set(OPS)
+    assert INPLACE_SAFE <= set(OPS) and set(INPLACE_INPUTS) <= set(OPS)
+    assert all(k < len(OPS[op].inputs) for op, ks in INPLACE_INPUTS.items() for k in ks)
 
 
 def test_step_allocates_little_beyond_the_plan():
@@ -173,3 +176,54 @@ def test_check_plan_rejects_an_overlap():
     plan["slots"] = {v: 0 for v in plan["slots"]}  # %a and %c alive together in one buffer
     with pytest.raises(AssertionError):
         check_plan(graph, plan)
+
+
+def _attention_step(heads: int):
+    """A training step whose q, k, v are slices of one GEMM, reshaped and transposed per head."""
+    from tinyc.models import MultiHeadAttention
+
+    with new_graph("attn") as b:
+        x, y = tc.input("x", ("B", 6, 8)), tc.input("y", ("B",), "i64")
+        h = MultiHeadAttention("attn", 8, heads=heads)(x)
+        logits = h.mean(axis=1) @ tc.param("out", (8, 3), tc.init.xavier_uniform())
+        graph = b.graph({"loss": tc.softmax_cross_entropy(logits, y)},
+                        meta={"loss": "loss", "optimizer": optimizer_spec(tc.optim.Adam()), "train": {"batch_size": 4}})
+    return compile_graph(graph)[0]
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_views_of_views_match_reference(heads):
+    program = _attention_step(heads)
+    entry = program.entries["train_step"]
+    plan, graph = entry.plan, entry.graph
+    check_plan(graph, plan)
+    ops = {n.out: n.op for n in graph.nodes}
+    viewed = {ops[v] for v in plan["alias"]}
+    assert {"slice", "reshape" if heads > 1 else "slice"} <= viewed and not set(plan["alias"]) & set(plan["slots"])
+    if heads > 1:  # q, k, v: reshape and transpose of a slice stay views of the qkv GEMM's output
+        assert any(ops[plan["alias"][v]] == "reshape" and ops[v] == "transpose" for v in plan["alias"])
+    ex = Executor(program, seed=heads)
+    rng = np.random.default_rng(heads)
+    for batch in (4, 3):
+        feeds = {"x": rng.normal(size=(batch, 6, 8)).astype(np.float32), "y": rng.integers(0, 3, batch)}
+        want = run_graph(graph, {**feeds, "lr": np.float32(0.01)}, ex.state_dict())
+        got = ex.train_step(feeds, lr=0.01)
+        _assert_same(got, {"loss": want["loss"]})
+        for p in ex.params:
+            np.testing.assert_allclose(ex.params[p], want[p], rtol=1e-5, atol=1e-6, err_msg=p)
+
+
+def test_a_view_keeps_its_base_alive():
+    with new_graph("g") as b:
+        x = tc.input("x", ("B", 4))
+        a = tc.exp(x)
+        r = a.reshape(("B", 2, 2))  # a view of a: a's buffer must outlive r's last reader
+        c = tc.neg(x)
+        d = tc.exp(c) * 2.0  # may not land in a's buffer while r is still to be read
+        graph = memplan(b.graph({"y": (r.sum(axis=2) + tc.slice(d, 0, 2, axis=1)) * 1.0}))
+    plan = graph.meta["memplan"]
+    assert plan["alias"]
+    check_plan(graph, plan)
+    ex = Executor(Program({"f": Entry("f", graph, plan)}))
+    feeds = {"x": np.arange(8, dtype=np.float32).reshape(2, 4) / 8}
+    _assert_same(ex.run("f", feeds), run_graph(graph, feeds))

@@ -64,6 +64,8 @@ VALID = [
     ("layer_norm_grad_scaled", ["f32[B,16,64]", "f32[B,16,64]", "f32[64]"], {}, "f32[B,16,64]"),
     ("axpby", ["f32[64,256]", "f32[64,256]"], {"a": 0.9, "b": 0.1}, "f32[64,256]"),
     ("adam_param", ["f32[64]", "f32[64]", "f32[64]", "f32[]", "f32[]"], {"eps": 1e-8}, "f32[64]"),
+    ("concat", ["f32[B,16,64]", "f32[B,16,128]"], {}, "f32[B,16,192]"),
+    ("concat", ["f64[2,3]", "f64[5,3]"], {"axis": 0}, "f64[7,3]"),
     ("one_hot", ["i64[B]"], {"depth": 10}, "f32[B,10]"),
     ("argmax", ["f32[B,10]"], {}, "i64[B]"),
     ("argmax", ["f32[B,10]"], {"axis": 0, "keepdims": True}, "i64[1,10]"),
@@ -84,6 +86,7 @@ VALID = [
 
 # (op, input types, attrs, error class, fragments the message must contain)
 INVALID = [
+    ("concat", ["f32[2,3]", "f32[2,4]"], {"axis": 0}, ShapeError, ["concat", "[2,3]", "[2,4]"]),
     ("add", ["f32[B,3]", "f32[4]"], {}, ShapeError, ["add", "cannot broadcast", "[B,3]", "[4]"]),
     ("add", ["f32[B]", "f32[N]"], {}, ShapeError, ["B", "N"]),
     ("add", ["f32[3]", "i64[3]"], {}, IRError, ["dtypes differ", "f32[3]", "i64[3]", "tc.cast"]),

@@ -120,7 +120,7 @@ def reduce_cases(ref):
         x = arr((2, 3, 4), dt)
         cases = [
             ([x], {"axes": axes, "keepdims": kd}, lambda x, axes=axes, kd=kd: ref(x, axis=axes, keepdims=kd))
-            for axes in (None, (1,), (0, 2), -1)
+            for axes in (None, (1,), (0, 2), -1, (0, 1))
             for kd in (False, True)
         ]
         if ref is not np.mean:
@@ -277,7 +277,11 @@ CASES: dict[str, Callable[[type], list[Case]]] = {
         ([arr((), np.int64)], {}, lambda x: np.array(1)),
     ],
     "constant": constant_cases,
-    "softmax": lambda dt: [([arr(s, dt, -3, 3)], a, lambda x, a=a: naive_softmax(x, **a)) for s, a in AXES],
+    "softmax": lambda dt: [([arr(s, dt, -3, 3)], a, lambda x, a=a: naive_softmax(x, **a)) for s, a in AXES] + [
+        # a row spread wider than exp's range around its mean: the kernel redoes it shifted by the max
+        ([np.array([[0.0, 60.0, -60.0, 1.0], [100.0, -100.0, 0.0, 2.0]], dt)], {"axis": -1},
+         lambda x: naive_softmax(x - x.max(axis=-1, keepdims=True), -1)),
+    ],
     "log_softmax": lambda dt: [([arr(s, dt, -3, 3)], a, lambda x, a=a: np.log(naive_softmax(x, **a))) for s, a in AXES],
     "layer_norm": lambda dt: [
         ([arr(s, dt, -3, 3)], {**a, "eps": eps}, lambda x, a=a, eps=eps: naive_layer_norm(x, eps=eps, **a))
@@ -307,6 +311,10 @@ CASES: dict[str, Callable[[type], list[Case]]] = {
     "layer_norm_grad_scaled": lambda dt: [
         ([arr((3, 4), dt, -3, 3), arr((3, 4), dt), arr((4,), dt)], {"axis": 1, "eps": 1e-3},
          lambda x, g, s: naive_layer_norm_grad(x, g * s, axis=1, eps=1e-3)),
+    ],
+    "concat": lambda dt: [
+        ([arr((2, 3, 4), dt), arr((2, 3, 2), dt)], {"axis": 2}, lambda a, b: np.block([a, b])),
+        ([arr((1, 4), dt), arr((3, 4), dt)], {"axis": 0}, lambda a, b: np.vstack([a, b])),
     ],
     "axpby": lambda dt: [
         ([arr((3, 4), dt), arr((3, 4), dt)], {"a": 0.9, "b": 0.1}, lambda x, y: 0.9 * x + 0.1 * y),

@@ -660,5 +660,16 @@ def adam_param(p: TensorType, m: TensorType, v: TensorType, step_size: TensorTyp
     return _same_types("adam_param", p, m, v)
 
 
+@defop("concat", inputs=("a", "b"), attrs={"axis": Attr("axis", -1)}, differentiable=False)
+def concat(a: TensorType, b: TensorType, axis: int) -> TensorType:
+    """a and b joined along axis (the gradients of a split's slices): add(pad(a, after=|b|), pad(b, before=|a|))."""
+    _same_dtype("concat", a, b)
+    da, db = a.shape[axis], b.shape[axis]
+    if a.rank != b.rank or a.shape[:axis] + a.shape[axis + 1:] != b.shape[:axis] + b.shape[axis + 1:] \
+            or not isinstance(da, int) or not isinstance(db, int):
+        raise ShapeError(f"concat: {_fmt(a)} and {_fmt(b)} differ outside axis {axis}, or it is symbolic")
+    return a.with_shape(a.shape[:axis] + (da + db,) + a.shape[axis + 1:])
+
+
 FUSED = ("matmul_t", "matmul_t_sum", "matmul_bias", "relu_grad", "affine", "layer_norm_grad_scaled", "axpby",
-         "adam_param")
+         "adam_param", "concat")

@@ -15,9 +15,10 @@ class MultiHeadAttention:
     """Self-attention over x[..., T, d] with `heads` heads of size d // heads.
 
     fused_qkv=True keeps Q, K and V in one parameter `qkv.w` [d, 3d] (+ `qkv.b` [3d]), the
-    layout of a single Linear(d, 3d); else three Linears `wq`, `wk`, `wv`. The fused weight is
-    sliced on the parameter side (d·3d copied per step) rather than on the activations
-    (B·T·3d per step); the matmul FLOPs are the same either way.
+    layout of a single Linear(d, 3d), applied as ONE GEMM whose output [..., T, 3d] is split
+    into Q, K and V: the slices (and the head reshapes and transposes after them) are views
+    of that output under the memory plan, and the backward joins their gradients with one
+    concat (fuse pass), so the weight gradient is one GEMM too. Else three Linears `wq`, `wk`, `wv`.
     """
 
     def __init__(self, name: str, d: int, heads: int = 1, fused_qkv: bool = True, dtype: str = "f32") -> None:
@@ -31,16 +32,14 @@ class MultiHeadAttention:
             self.wq, self.wk, self.wv = (Linear(join(name, n), d, d, dtype=dtype) for n in ("wq", "wk", "wv"))
         self.out = Linear(join(name, "out"), d, d, dtype=dtype)
 
-    def projections(self) -> list[Linear]:
-        """The Q, K and V projections as three Linear-like callables."""
+    def project(self, x: tc.Tensor) -> list[tc.Tensor]:
+        """Q, K and V of x[..., T, d], each [..., T, d]."""
         if not self.fused_qkv:
-            return [self.wq, self.wk, self.wv]
-        ws = tc.split(self.qkv.w, 3, axis=-1)
-        bs = tc.split(self.qkv.b, 3, axis=-1)
-        return [_Affine(w, b) for w, b in zip(ws, bs)]
+            return [self.wq(x), self.wk(x), self.wv(x)]
+        return tc.split(self.qkv(x), 3, axis=-1)
 
     def __call__(self, x: tc.Tensor) -> tc.Tensor:
-        q, k, v = (proj(x) for proj in self.projections())
+        q, k, v = self.project(x)
         lead, t = x.shape[:-2], x.shape[-2]  # lead: the batch dims, e.g. ("B",)
         n = len(lead)
         keep = tuple(range(n))
@@ -65,12 +64,3 @@ class SingleHeadAttention(MultiHeadAttention):
     def __init__(self, name: str, d: int, fused_qkv: bool = True, dtype: str = "f32") -> None:
         super().__init__(name, d, heads=1, fused_qkv=fused_qkv, dtype=dtype)
 
-
-class _Affine:
-    """x @ w + b for a weight and bias that are already Tensors (slices of a fused parameter)."""
-
-    def __init__(self, w: tc.Tensor, b: tc.Tensor) -> None:
-        self.w, self.b = w, b
-
-    def __call__(self, x: tc.Tensor) -> tc.Tensor:
-        return x @ self.w + self.b

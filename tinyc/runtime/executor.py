@@ -24,7 +24,7 @@ from ..ir.graph import Graph, Node
 from ..ir.ops import OPS
 from ..ir.program import Entry, Program
 from .init import init_param
-from .kernels import KERNELS
+from .kernels import KERNELS, VIEW_OPS
 
 TRAIN_ENTRY, PREDICT_ENTRY, LR_INPUT = "train_step", "predict", "lr"
 
@@ -194,6 +194,7 @@ class Executor:
         slots = plan.get("slots", {})
         inplace = plan.get("inplace", {})
         static = set(plan.get("static", ()))
+        alias = plan.get("alias", {})
         updated = {p for p, _ in graph.updates}
         for v, p in inplace.items():
             if p not in updated or types.get(v) != types.get(p):
@@ -203,6 +204,12 @@ class Executor:
         for node in graph.nodes:
             t = node.type
             shape = t.concrete(bindings)
+            attrs = _resolve_attrs(node, graph, bindings)
+            if node.out in alias:
+                view = _view(node, alias[node.out], env, attrs)
+                if view is not None:
+                    env[node.out] = view  # no instruction: it reads its input's buffer
+                    continue
             if node.out in inplace:
                 out = self.params[inplace[node.out]]
             elif node.out in slots:
@@ -210,7 +217,6 @@ class Executor:
                 out = arenas[slots[node.out]][:nbytes].view(t.np_dtype).reshape(shape)
             else:
                 out = np.empty(shape, t.np_dtype)
-            attrs = _resolve_attrs(node, graph, bindings)
             call = partial(KERNELS[node.op], out=out, **attrs)
             ins = tuple(env[u] for u in node.inputs)
             env[node.out] = out
@@ -224,7 +230,8 @@ class Executor:
             src = env[v]
             if src is self.params[p]:
                 continue  # computed in place
-            if v in self.params:  # an update that reads a parameter: save it before any write
+            if v in self.params or any(np.may_share_memory(src, a) for a in self.params.values()):
+                # an update that reads a parameter (or a view of one): save it before any write
                 tmp = np.empty_like(src)
                 snapshots.append((tmp, src))
                 src = tmp
@@ -280,6 +287,16 @@ def _resolve_attrs(node: Node, graph: Graph, bindings: Mapping[str, int]) -> dic
     if node.op == "constant":
         attrs["value"] = graph.constants[node.attrs["name"]]
     return attrs
+
+
+def _view(node: Node, base: str, env: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> np.ndarray | None:
+    """The node's result as a view of its input's array (memory plan `alias`), or None when
+    NumPy would copy (the node then gets its own buffer and runs as usual)."""
+    if node.inputs[:1] != (base,) or node.op not in VIEW_OPS:
+        raise IRError(f"memory plan makes %{node.out} ({node.op}) a view of %{base}, which it cannot be")
+    src = env[base]
+    view = KERNELS[node.op](src, **attrs)
+    return view if view.size and np.shares_memory(view, src) else None
 
 
 def _execute_one(call, ins, out, node: Node) -> None:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from . import rowops
+
 Kernel = Callable[..., np.ndarray]
 
 
@@ -22,9 +24,10 @@ def _rows(x: np.ndarray) -> np.ndarray | None:
     """x[..., n] as a 2-D [rows, n] view, or None when that needs a copy."""
     if x.ndim == 2:
         return x
-    if not x.flags.c_contiguous:
+    try:  # also a strided view (a slice of a wider GEMM output) whose rows merge without a copy
+        return np.reshape(x, (-1, x.shape[-1]), copy=False)
+    except ValueError:
         return None
-    return x.reshape(-1, x.shape[-1])
 
 
 def _product(a: np.ndarray, b: np.ndarray, ta: bool, tb: bool, out: np.ndarray | None) -> np.ndarray:
@@ -83,11 +86,11 @@ def layer_norm_grad_scaled(x: np.ndarray, gy: np.ndarray, scale: np.ndarray, axi
     if out is None:
         out = np.empty(np.broadcast_shapes(x.shape, gy.shape), x.dtype)
     np.multiply(gy, scale, out=out)
-    if axis != x.ndim - 1 or _rows(x) is None or _rows(out) is None:
-        xm = np.moveaxis(x, axis, -1)
-        g = np.moveaxis(out, axis, -1)
-    else:
-        xm, g = _rows(x), _rows(out)
+    x2, g2 = rowops.rows(x, axis), rowops.rows(out, axis)
+    if x2 is not None and g2 is not None:
+        rowops.layer_norm_grad(x2, g2, eps)
+        return out
+    xm, g = np.moveaxis(x, axis, -1), np.moveaxis(out, axis, -1)
     n = xm.shape[-1]
     inv_n = x.dtype.type(1.0 / n)
     xhat = xm - np.sum(xm, axis=-1, keepdims=True) * inv_n
@@ -125,7 +128,12 @@ def adam_param(p: np.ndarray, m: np.ndarray, v: np.ndarray, step_size: np.ndarra
     return np.subtract(p, d, out=out)
 
 
+def concat(a: np.ndarray, b: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray:
+    return np.concatenate((a, b), axis=axis, out=out)
+
+
 FUSED_KERNELS: dict[str, Kernel] = {
+    "concat": concat,
     "axpby": axpby,
     "adam_param": adam_param,
     "matmul_t": matmul_t,

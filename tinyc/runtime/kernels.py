@@ -18,6 +18,8 @@ import numpy as np
 from tinyc.ir.errors import DataError
 from tinyc.ir.types import DTYPES
 
+from . import rowops
+
 Kernel = Callable[..., np.ndarray]
 
 
@@ -77,8 +79,25 @@ def cast(x: np.ndarray, dtype: str, out: np.ndarray | None = None) -> np.ndarray
 # --------------------------------------------------------------------------- reductions
 
 
+def _leading_sum(x: np.ndarray, axes: tuple[int, ...], keepdims: bool, out: np.ndarray | None) -> np.ndarray | None:
+    """sum over the leading axes of a contiguous float x as one GEMV (bias gradients), else None."""
+    k = len(axes)
+    if x.dtype.kind != "f" or not 0 < k < x.ndim or tuple(axes) != tuple(range(k)) or not x.flags.c_contiguous:
+        return None
+    shape = x.shape[k:]
+    x2 = x.reshape(-1, int(np.prod(shape)))
+    o = out.reshape(-1) if out is not None and out.flags.c_contiguous else None
+    r = np.matmul(np.ones(x2.shape[0], x.dtype), x2, out=o)
+    r = r.reshape((1,) * k + shape if keepdims else shape)
+    return r if out is None or o is not None else _finish(r, out)
+
+
 def _reduction(fn: Callable[..., Any]) -> Kernel:
     def kernel(x: np.ndarray, axes: tuple[int, ...], keepdims: bool, out: np.ndarray | None = None) -> np.ndarray:
+        if fn is np.sum:
+            r = _leading_sum(x, axes, keepdims, out)
+            if r is not None:
+                return out if out is not None else r
         # dtype=x.dtype keeps i64 sums i64 and f32 means f32 on every platform
         extra = {} if fn is np.max else {"dtype": x.dtype}
         return np.asarray(fn(x, axis=tuple(axes), keepdims=keepdims, out=out, **extra))
@@ -91,6 +110,9 @@ def _reduction(fn: Callable[..., Any]) -> Kernel:
 
 
 def reshape(x: np.ndarray, shape: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray:
+    if out is not None and out.flags.c_contiguous and x.size:
+        np.copyto(out.reshape(x.shape), x)  # one strided copy, not a copy then a copy into out
+        return out
     return _finish(np.reshape(x, shape), out)
 
 
@@ -178,7 +200,16 @@ def constant(
 # --------------------------------------------------------------------------- composites (fused, stable)
 
 
+def _out(x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    return np.empty(x.shape, x.dtype) if out is None else out
+
+
 def softmax(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray:
+    out = _out(x, out)
+    x2, o2 = rowops.rows(x, axis), rowops.rows(out, axis)
+    if x2 is not None and o2 is not None:
+        rowops.softmax(x2, o2)
+        return out
     # exp(x - max) cannot overflow; the result is the same as exp(x) / sum(exp(x))
     out = np.subtract(x, np.max(x, axis=axis, keepdims=True), out=out)
     np.exp(out, out=out)
@@ -209,6 +240,11 @@ def _normalize(x: np.ndarray, axis: int, eps: float) -> tuple[np.ndarray, np.nda
 
 
 def layer_norm(x: np.ndarray, axis: int, eps: float, out: np.ndarray | None = None) -> np.ndarray:
+    out = _out(x, out)
+    x2, o2 = rowops.rows(x, axis), rowops.rows(out, axis)
+    if x2 is not None and o2 is not None:
+        rowops.layer_norm(x2, eps, o2)
+        return out
     return _finish(_normalize(x, axis, eps)[0], out)
 
 
@@ -235,6 +271,11 @@ def softmax_cross_entropy(
 
 def softmax_grad(y: np.ndarray, gy: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray:
     # y * (gy - sum(gy * y, axis)), y = softmax(x)
+    out = _out(y, out)
+    y2, g2, o2 = rowops.rows(y, axis), rowops.rows(gy, axis), rowops.rows(out, axis)
+    if y2 is not None and g2 is not None and o2 is not None:
+        rowops.softmax_grad(y2, g2, o2)
+        return out
     dot = np.sum(gy * y, axis=axis, keepdims=True)
     return np.asarray(np.multiply(y, gy - dot, out=out))
 
@@ -246,6 +287,11 @@ def log_softmax_grad(y: np.ndarray, gy: np.ndarray, axis: int, out: np.ndarray |
 
 def layer_norm_grad(x: np.ndarray, gy: np.ndarray, axis: int, eps: float, out: np.ndarray | None = None) -> np.ndarray:
     # (gy - mean(gy) - xhat * mean(gy * xhat)) / sqrt(var + eps)
+    x2, o2 = rowops.rows(x, axis), rowops.rows(_out(x, out), axis) if out is None else rowops.rows(out, axis)
+    if x2 is not None and o2 is not None and gy.shape == x.shape:
+        np.copyto(o2, gy.reshape(o2.shape))
+        rowops.layer_norm_grad(x2, o2, eps)
+        return o2.reshape(x.shape) if out is None else out
     xhat, inv_std = _normalize(x, axis, eps)
     g = gy - np.mean(gy, axis=axis, keepdims=True) - xhat * np.mean(gy * xhat, axis=axis, keepdims=True)
     return np.asarray(np.multiply(g, inv_std, out=out))
@@ -263,6 +309,10 @@ def softmax_cross_entropy_grad(
         scale = scale / max(labels.size, 1)
     return np.asarray(np.multiply(g, scale.astype(logits.dtype, copy=False), out=out))
 
+
+# Ops whose kernel, called without `out`, returns a view of its input (reshape: of a C-contiguous
+# input); the memory plan may make their results views (`alias`) rather than buffers.
+VIEW_OPS = frozenset(("reshape", "expand_dims", "squeeze", "transpose", "slice"))
 
 # --------------------------------------------------------------------------- the table
 

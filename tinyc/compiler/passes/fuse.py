@@ -222,13 +222,39 @@ def _layer_norm_grad(f: _Fuser, n: Node) -> bool:
     return False
 
 
+def _concat(f: _Fuser, n: Node) -> bool:
+    # add(pad(a, p, |b| + q), pad(b, p + |a|, q)) -> pad(concat(a, b), p, q) (the gradient of a split)
+    pads = [f.producers.get(f.value(v)) for v in n.inputs]
+    if any(p is None or p.op != "pad" for p in pads) or n.inputs[0] == n.inputs[1]:
+        return False
+    if any(len(f.uses.get(v, ())) != 1 or v in f.results for v in n.inputs):
+        return False
+    first, second = pads
+    axis = first.attrs["axis"]
+    if second.attrs["axis"] != axis or first.type != second.type:
+        return False
+    width = {p.out: f.types[p.inputs[0]].shape[axis] for p in pads}
+    if first.attrs["before"] + width[first.out] != second.attrs["before"]:
+        first, second = second, first
+        if first.attrs["before"] + width[first.out] != second.attrs["before"]:
+            return False
+    before, after = first.attrs["before"], second.attrs["after"]
+    if before == after == 0:
+        f.emit(n, "concat", [first.inputs[0], second.inputs[0]], axis=axis)
+        return True
+    joined = f.make("concat", [first.inputs[0], second.inputs[0]], {"axis": axis}, like=n)
+    f.add(joined)
+    f.emit(n, "pad", [joined.out], axis=axis, before=before, after=after)
+    return True
+
+
 # op of a pattern's root -> rules tried in order (the first that matches rewrites the node)
 RULES: dict[str, tuple[Callable[[_Fuser, Node], bool], ...]] = {
     "squeeze": (_weight_grad, _squeeze_sum),
     "sum": (_weight_grad,),
     "matmul": (_matmul,),
     "mul": (_scaled_matmul,),
-    "add": (_bias, _axpby, _affine),
+    "add": (_bias, _axpby, _affine, _concat),
     "sub": (_adam_param,),
     "where": (_relu_grad,),
     "layer_norm_grad": (_layer_norm_grad,),
@@ -237,7 +263,7 @@ RULES: dict[str, tuple[Callable[[_Fuser, Node], bool], ...]] = {
 
 @register_pass("fuse")
 def fuse(graph: Graph) -> Graph:
-    """Fuse patterns into single ops: transposed/flattened GEMMs, bias epilogues, LayerNorm and ReLU backward, Adam."""
+    """Fuse patterns into single ops: transposed/flattened GEMMs, bias epilogues, LayerNorm and ReLU backward, Adam, concat."""
     f = _Fuser(graph)
     changed = False
     for node in graph.nodes:

@@ -11,6 +11,10 @@ each node output lives while the program runs:
 - `reuse_input`: value -> input value: an elementwise node writes over an input that dies there
   (same slot or parameter array as that input; recorded for reports and checks).
 - `static`: values of nodes without inputs (fill, constant): computed once per batch size.
+- `alias`: value -> input value: a view op (reshape, transpose, slice, ...) whose result is a
+  NumPy view of its input's array, so it has no buffer of its own. The input's lifetime (and
+  that of what it is a view of, transitively) extends to the alias's last reader, so no buffer
+  is reused or written in place while a view of it may still be read.
 
 Inputs and parameters are not planned: they live in their own arrays. A value lives from its
 node until its last reader; outputs and updates live to the end of the step.
@@ -30,11 +34,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...ir.graph import Graph, Node
+from ...runtime.kernels import VIEW_OPS  # the executor checks each view and copies where NumPy would
 from . import register_pass
 
 DEFAULT_BATCH = 64
+# Consumers that read a strided view at full speed: GEMMs take a transposed operand as BLAS
+# flags (NumPy's matmul passes strides to BLAS when one of the last two dims is unit-stride).
+GEMMS = frozenset(("matmul", "matmul_t", "matmul_bias", "matmul_t_sum"))
 # Ops whose kernel is one NumPy ufunc (or computes fully before writing): `out` may alias an input.
 INPLACE_SAFE = frozenset(("add", "sub", "mul", "div", "pow", "maximum", "neg", "sqrt", "exp", "log", "relu", "where"))
+# Fused kernels that may write over some of their inputs only: op -> those input positions
+# (each kernel reads such an input fully before its first write to `out`; see fused_kernels.py).
+INPLACE_INPUTS = {"relu_grad": (0, 1), "affine": (0,), "layer_norm_grad_scaled": (1,), "softmax_grad": (1,)}
 GRAD_NOTE = "grad of"
 
 
@@ -44,9 +55,10 @@ def reference_batch(graph: Graph) -> int:
     return int(train.get("batch_size") or graph.meta.get("batch_size") or DEFAULT_BATCH)
 
 
-def lifetimes(graph: Graph) -> tuple[dict[str, int], dict[str, int]]:
+def lifetimes(graph: Graph, alias: Mapping[str, str] | None = None) -> tuple[dict[str, int], dict[str, int]]:
     """(first, last): the node index defining each node output and the index of its last reader;
-    outputs and updates (and anything they are) live to len(nodes)."""
+    outputs and updates (and anything they are) live to len(nodes). A value that `alias` views
+    lives as long as its views."""
     end = len(graph.nodes)
     first = {n.out: i for i, n in enumerate(graph.nodes)}
     last = dict(first)
@@ -55,7 +67,58 @@ def lifetimes(graph: Graph) -> tuple[dict[str, int], dict[str, int]]:
             last[v] = i
     for v in graph.output_values:
         last[v] = end
+    for n in reversed(graph.nodes):  # views of views: the latest alias first
+        base = (alias or {}).get(n.out)
+        if base is not None:
+            last[base] = max(last.get(base, -1), last[n.out])
     return first, last
+
+
+def _splits_last(n: Node, graph: Graph) -> bool:
+    """A reshape that keeps every dim but the last and splits the last one."""
+    src, dst = graph.types[n.inputs[0]].shape, n.type.shape
+    k = len(src) - 1
+    return k >= 0 and len(dst) > k and tuple(dst[:k]) == tuple(src[:k])
+
+
+def views(graph: Graph) -> dict[str, str]:
+    """value -> input: the nodes of VIEW_OPS whose result is a view of their input's array.
+
+    Layout is tracked per value: C-contiguous, or only its last axis unit-stride ("rows"), or
+    strided. reshape views a contiguous value, or splits the last axis of a "rows" value;
+    expand_dims, squeeze and slice are always views; a transpose is one when every reader is a
+    GEMM and the view keeps a unit-stride axis among its last two (BLAS takes it as a flag), or
+    every reader is a reshape (which then makes the one copy).
+    """
+    layout = {v.name: "c" for v in graph.inputs + graph.params}
+    consumers = graph.consumers
+    outputs = set(graph.output_values)
+    alias: dict[str, str] = {}
+    for n in graph.nodes:
+        layout[n.out] = "c"
+        if n.op not in VIEW_OPS or not n.inputs:
+            continue
+        u = n.inputs[0]
+        lay = layout.get(u, "strided")
+        r = n.type.rank
+        if n.op == "reshape":
+            if lay == "rows" and _splits_last(n, graph):
+                layout[n.out] = "rows"
+            elif lay != "c":
+                continue
+        elif n.op == "transpose":
+            perm = tuple(n.attrs["perm"])
+            readers = {c.op for c in consumers.get(n.out, ())}
+            blas = lay != "strided" and r >= 2 and graph.types[u].rank - 1 in perm[-2:]
+            if n.out in outputs or not readers or not (readers <= GEMMS and blas or readers == {"reshape"}):
+                continue
+            layout[n.out] = "rows" if lay != "strided" and perm[-1] == r - 1 else "strided"
+        elif n.op == "slice":  # a slice keeps every stride: contiguous only when cut along axis 0
+            layout[n.out] = "c" if lay == "c" and n.attrs["axis"] == 0 else ("rows" if lay != "strided" else "strided")
+        else:  # expand_dims, squeeze: the same strides with a dim of 1 added or dropped
+            layout[n.out] = lay if lay == "c" else "strided"
+        alias[n.out] = u
+    return alias
 
 
 def _claim_ok(value: str, param: str, graph: Graph, keep: set[str], update_of: Mapping[str, str]) -> bool:
@@ -66,9 +129,13 @@ def _claim_ok(value: str, param: str, graph: Graph, keep: set[str], update_of: M
     return update_of.get(param) == value and value not in outs and sum(v == value for _, v in graph.updates) == 1
 
 
-def assign(graph: Graph, batch: int, inplace: bool = True) -> dict[str, Any]:
-    """Decide the home of every node output: a slot, a parameter's array, or static."""
-    _, last = lifetimes(graph)
+def assign(graph: Graph, batch: int, inplace: bool = True, alias: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Decide the home of every node output: a slot, a parameter's array, static, or a view (`alias`)."""
+    alias = alias or {}
+    _, last = lifetimes(graph, alias)
+    deaths: dict[int, list[str]] = {}
+    for n in graph.nodes:
+        deaths.setdefault(last[n.out], []).append(n.out)
     keep = set(graph.output_values)
     update_of = dict(graph.updates)
     types = graph.types
@@ -84,6 +151,9 @@ def assign(graph: Graph, batch: int, inplace: bool = True) -> dict[str, Any]:
         if not n.inputs:
             static.append(v)
             continue
+        if v in alias:  # a view: no buffer of its own; what it views lives as long (see lifetimes)
+            _release(deaths.get(i, ()), v, home, free)
+            continue
         target = _inplace_target(n, i, graph, last, keep, update_of, claimed, home, types, params) if inplace else None
         if target is not None:
             kind, u = target
@@ -95,20 +165,29 @@ def assign(graph: Graph, batch: int, inplace: bool = True) -> dict[str, Any]:
                 reuse[v] = u
         else:
             home[v] = _best_fit(free, slot_bytes, types[v].nbytes(default=batch))
-        for u in dict.fromkeys(n.inputs):
-            if last.get(u) == i and isinstance(home.get(u), int) and home[u] != home[v]:
-                free.append(home[u])
-        if last[v] == i and isinstance(home[v], int):
-            free.append(home[v])  # never read: its buffer is free again at once
+        _release(deaths.get(i, ()), v, home, free)
     return {"home": home, "static": static, "reuse_input": reuse, "slot_bytes": slot_bytes}
+
+
+def _release(dying, v: str, home: Mapping[str, Any], free: list[int]) -> None:
+    """Free the slots of values read for the last time at v's node (inputs, or what an input
+    views) and v's own when it is never read; not a slot v itself now holds."""
+    for u in dying:
+        h = home.get(u)
+        if isinstance(h, int) and (u == v or h != home.get(v)):
+            free.append(h)
 
 
 def _inplace_target(n: Node, i: int, graph: Graph, last, keep, update_of, claimed, home, types, params):
     """("param", p) or ("reuse", u) if `n` may write over an input that dies at `n`, else None."""
-    if n.op not in INPLACE_SAFE:
+    if n.op in INPLACE_SAFE:
+        candidates = n.inputs
+    elif n.op in INPLACE_INPUTS:
+        candidates = tuple(n.inputs[k] for k in INPLACE_INPUTS[n.op])
+    else:
         return None
     t = types[n.out]
-    for u in dict.fromkeys(n.inputs):
+    for u in dict.fromkeys(candidates):
         if last.get(u) != i or types[u] != t:
             continue
         if u in params:
@@ -136,12 +215,14 @@ def _best_fit(free: list[int], slot_bytes: list[int], size: int) -> int:
     return s
 
 
-def peak(graph: Graph, home: Mapping[str, Any], batch: int) -> tuple[int, int, list[str]]:
+def peak(graph: Graph, home: Mapping[str, Any], batch: int,
+         alias: Mapping[str, str] | None = None) -> tuple[int, int, list[str]]:
     """(peak bytes, node index of the peak, values alive there) of planned values at `batch`.
 
-    A buffer counts once however many values share it at a step; parameter arrays count zero.
+    A buffer counts once however many values share it at a step; parameter arrays and views
+    count zero.
     """
-    first, last = lifetimes(graph)
+    first, last = lifetimes(graph, alias)
     deaths: dict[int, list[str]] = {}
     for v in home:
         deaths.setdefault(last[v], []).append(v)
@@ -169,10 +250,11 @@ def peak(graph: Graph, home: Mapping[str, Any], batch: int) -> tuple[int, int, l
 def make_plan(graph: Graph, batch: int | None = None) -> dict[str, Any]:
     """The memory plan of `graph` (in its node order) as a msgpack-able dict."""
     batch = batch or reference_batch(graph)
-    a = assign(graph, batch)
+    alias = views(graph)
+    a = assign(graph, batch, alias=alias)
     home = a["home"]
-    peak_bytes, at, alive = peak(graph, home, batch)
-    plain = assign(graph, batch, inplace=False)
+    peak_bytes, at, alive = peak(graph, home, batch, alias)
+    plain = assign(graph, batch, inplace=False, alias=alias)
     types = graph.types
     return {
         "batch": batch,
@@ -181,12 +263,13 @@ def make_plan(graph: Graph, batch: int | None = None) -> dict[str, Any]:
         "inplace": {v: h[1] for v, h in home.items() if not isinstance(h, int)},
         "reuse_input": a["reuse_input"],
         "static": a["static"],
+        "alias": alias,
         "peak_bytes": peak_bytes,
         "peak_at": graph.nodes[at].out if at >= 0 else "",
         "live_at_peak": alive,
         "arena_bytes": sum(a["slot_bytes"]),
         "no_reuse_bytes": sum(types[v].nbytes(default=batch) for v in home),
-        "no_inplace_peak_bytes": peak(graph, plain["home"], batch)[0],
+        "no_inplace_peak_bytes": peak(graph, plain["home"], batch, alias)[0],
         "resident_bytes": sum(t.nbytes(default=batch) for t in (x.type for x in graph.inputs + graph.params)),
         "static_bytes": sum(types[v].nbytes(default=batch) for v in a["static"]),
     }
@@ -215,8 +298,9 @@ def memory_report(graph_or_entry: Any, batch: int | None = None) -> dict[str, An
     plan = getattr(graph_or_entry, "plan", None) or graph.meta.get("memplan") or make_plan(graph)
     batch = batch or plan.get("batch") or reference_batch(graph)
     home = _homes_from_plan(plan)
-    peak_bytes, at, alive = peak(graph, home, batch)
-    plain_home = assign(graph, batch, inplace=False)["home"]
+    alias = plan.get("alias", {})
+    peak_bytes, at, alive = peak(graph, home, batch, alias)
+    plain_home = assign(graph, batch, inplace=False, alias=alias)["home"]
     producers, consumers = graph.producers, graph.consumers
     rows = []
     for v in alive:
@@ -235,7 +319,7 @@ def memory_report(graph_or_entry: Any, batch: int | None = None) -> dict[str, An
         "peak_at": {"value": node.out, "op": node.op, "loc": node.where()} if node else None,
         "live_at_peak": rows,
         "no_reuse_bytes": sum(graph.types[v].nbytes(default=batch) for v in home),
-        "no_inplace_peak_bytes": peak(graph, plain_home, batch)[0],
+        "no_inplace_peak_bytes": peak(graph, plain_home, batch, alias)[0],
         "resident_bytes": sum(x.type.nbytes(default=batch) for x in graph.inputs + graph.params),
     }
 
