@@ -178,8 +178,10 @@ PATTERNS = {
     "weight_grad_keepdims": (lambda: {"g": tc.squeeze(tc.matmul(tc.input("x", ("B", 4, 3)).transpose((0, 2, 1)),
                                                                 tc.input("gy", ("B", 4, 5))).sum(axis=0, keepdims=True),
                                                       0)}, "matmul_t_sum"),
-    "affine": (lambda: {"y": tc.layer_norm(tc.input("x", ("B", 6))) * tc.param("g", (6,), tc.init.normal(1.0))
+    "affine": (lambda: {"y": tc.input("x", ("B", 6)) * tc.param("g", (6,), tc.init.normal(1.0))
                         + tc.param("b", (6,), tc.init.normal(1.0))}, "affine"),
+    "layer_norm_affine": (lambda: {"y": tc.layer_norm(tc.input("x", ("B", 6))) * tc.param("g", (6,), tc.init.normal(1.0))
+                                   + tc.param("b", (6,), tc.init.normal(1.0))}, "layer_norm_affine"),
 }
 
 
@@ -230,8 +232,10 @@ def test_training_step_of_a_tiny_transformer_is_unchanged(kind, opt):
     before = training_graph(kind, opt)
     after = fuse(before)
     ops = Counter(n.op for n in after.nodes)
-    for op in ("matmul_t_sum", "matmul_bias", "matmul_t", "relu_grad", "layer_norm_grad_scaled", "affine"):
+    for op in ("matmul_t_sum", "matmul_bias", "matmul_t", "relu_grad", "layer_norm_grad_scaled", "layer_norm_affine",
+               "layer_norm_gain_grad"):
         assert ops[op] > 0, op
+    assert ops["layer_norm"] == 0  # every LayerNorm output is recomputed by its gain gradient, never stored
     if kind == "vit":  # Adam: two moments and one parameter step per parameter
         n_params = sum(p.kind == "param" for p in before.params)
         assert ops["adam_param"] == n_params and ops["axpby"] == 2 * n_params

@@ -26,30 +26,45 @@ from tinyc.ir.ops import OPS
 from tinyc.ir.program import Entry, Program
 from tinyc.ir.train import optimizer_spec
 from tinyc.runtime import Executor
+from tinyc.runtime.executor import arena_layout, pack
 from tinyc.runtime.reference import run_graph
 
 
-def check_plan(graph, plan) -> None:
-    """No value is overwritten while still needed: values sharing a buffer have disjoint lives,
-    except a value written over an input that dies at its node."""
+def check_plan(graph, plan, batches=(1, 3, 64)) -> None:
+    """No value is overwritten while still needed: values whose bytes overlap in the packed arena
+    (at each of `batches`) or that share a parameter's array have disjoint lives, except a value
+    written over an input that dies at its node (which then starts at the same byte)."""
     first, last = lifetimes(graph, plan.get("alias"))
-    homes: dict = {}
-    for v, s in plan["slots"].items():
-        homes.setdefault(("slot", s), []).append(v)
-    for v, p in plan["inplace"].items():
-        homes.setdefault(("param", p), []).append(v)
     reuse = plan["reuse_input"]
-    for home, values in homes.items():
+    types = graph.types
+    for batch in batches:
+        offsets, arena = arena_layout(plan, types, {"B": batch})
+        spans = {}
+        for v, s in plan["slots"].items():
+            start, size = offsets[s], types[v].nbytes(default=batch)
+            assert start % 64 == 0 and start + size <= arena.nbytes, f"%{v} lies outside the arena"
+            spans[v] = (start, start + size)
+        values = sorted(spans, key=first.__getitem__)
+        for i, a in enumerate(values):
+            for b in values[i + 1:]:
+                (sa, ea), (sb, eb) = spans[a], spans[b]
+                if ea <= sb or eb <= sa or sa == ea or sb == eb:
+                    continue  # disjoint bytes
+                ok = last[a] < first[b] or (reuse.get(b) == a and last[a] == first[b] and sa == sb)
+                assert ok, f"%{a} and %{b} share bytes {max(sa, sb)}..{min(ea, eb)} at batch {batch} while both alive"
+    homes: dict = {}
+    for v, p in plan["inplace"].items():
+        homes.setdefault(p, []).append(v)
+    for param, values in homes.items():
         values.sort(key=first.__getitem__)
         for a, b in itertools.pairwise(values):
             ok = last[a] < first[b] or (reuse.get(b) == a and last[a] == first[b])
-            assert ok, f"%{a} and %{b} share {home} while both alive"
-        if home[0] == "param":
-            readers = [i for i, n in enumerate(graph.nodes) if home[1] in n.inputs]
-            assert max(readers) <= first[values[0]], f"{home[1]} is read after %{values[0]} overwrote it"
-            updates = dict(graph.updates)
-            assert home[1] in updates
-            assert all(v == updates[home[1]] or v not in graph.output_values for v in values)
+            assert ok, f"%{a} and %{b} share {param}'s array while both alive"
+        readers = [i for i, n in enumerate(graph.nodes) if param in n.inputs]
+        assert max(readers) <= first[values[0]], f"{param} is read after %{values[0]} overwrote it"
+        updates = dict(graph.updates)
+        assert param in updates
+        assert all(v == updates[param] or v not in graph.output_values for v in values)
 
 
 def _assert_same(got, want):
@@ -80,7 +95,8 @@ def test_random_graphs_exercise_reuse():
     assert sum(bool(p["inplace"]) for p in plans) >= 5
     assert sum(bool(p["alias"]) for p in plans) >= 20
     assert sum(bool(p["reuse_input"]) for p in plans) >= 20
-    assert sum(len(set(p["slots"].values())) < len(p["slots"]) for p in plans) >= 20
+    assert sum(len(set(p["slots"].values())) < len(p["slots"]) for p in plans) >= 20  # in-place chains
+    assert sum(p["arena_bytes"] < p["unpacked_bytes"] for p in plans) >= 20  # buffers sharing bytes
 
 
 def _mlp(seed: int, opt, width: int | None = None, features: int = 5, norm: bool = True):
@@ -130,10 +146,11 @@ def test_planned_peak_below_no_reuse_and_report():
     report = memory_report(entry, 64)
     assert report["batch"] == 64 and report["peak_bytes"] > plan["peak_bytes"]  # batch 16 -> 64
     assert report["peak_at"]["op"] and report["live_at_peak"]
+    assert report["peak_bytes"] <= report["arena_bytes"] <= 1.1 * report["peak_bytes"] + 64 * len(plan["buffers"])
     assert sum(r["bytes"] for r in report["live_at_peak"]) >= report["peak_bytes"]
     assert any(r["saved_for_backward"] for r in report["live_at_peak"])
     text = format_memory_report(report)
-    assert "planned peak" in text and "saved for backward" in text
+    assert "planned peak" in text and "arena (packed)" in text and "saved for backward" in text
 
 
 def test_inplace_ops_are_elementwise_ops():
@@ -176,6 +193,31 @@ def test_check_plan_rejects_an_overlap():
     plan["slots"] = {v: 0 for v in plan["slots"]}  # %a and %c alive together in one buffer
     with pytest.raises(AssertionError):
         check_plan(graph, plan)
+    plan = dict(graph.meta["memplan"])
+    plan["buffers"] = [[i, i] for i in range(len(plan["buffers"]))]  # lives that lie: packed onto the same bytes
+    with pytest.raises(AssertionError):
+        check_plan(graph, plan)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_pack_gives_overlapping_lives_disjoint_bytes(seed):
+    rng = random.Random(seed)
+    n = rng.randint(1, 40)
+    sizes = [rng.choice([0, 1, 63, 64, 100, 4096, rng.randint(1, 10**5)]) for _ in range(n)]
+    lives = []
+    for _ in range(n):
+        f = rng.randint(0, 30)
+        lives.append((f, f + rng.randint(0, 10)))
+    offsets, total = pack(sizes, lives)
+    for a in range(n):
+        assert offsets[a] % 64 == 0 and offsets[a] + sizes[a] <= total
+        for b in range(a + 1, n):
+            if lives[a][0] <= lives[b][1] and lives[b][0] <= lives[a][1]:
+                assert offsets[a] + sizes[a] <= offsets[b] or offsets[b] + sizes[b] <= offsets[a], (a, b)
+    # never more than one array per buffer, and at least the most bytes alive at one step
+    rounded = [max(64, -(-s // 64) * 64) for s in sizes]
+    most = max(sum(r for r, (f, l) in zip(rounded, lives) if f <= t <= l) for t in range(41))
+    assert most <= total <= sum(rounded)
 
 
 def _attention_step(heads: int):

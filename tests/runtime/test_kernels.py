@@ -312,6 +312,17 @@ CASES: dict[str, Callable[[type], list[Case]]] = {
         ([arr((3, 4), dt, -3, 3), arr((3, 4), dt), arr((4,), dt)], {"axis": 1, "eps": 1e-3},
          lambda x, g, s: naive_layer_norm_grad(x, g * s, axis=1, eps=1e-3)),
     ],
+    "layer_norm_affine": lambda dt: [
+        ([arr(shape, dt, -3, 3), arr((4,), dt), arr((4,), dt)], {"axis": len(shape) - 1, "eps": 1e-3},
+         lambda x, s, t: naive_layer_norm(x, axis=x.ndim - 1, eps=1e-3) * s + t) for shape in ((3, 4), (2, 3, 4))
+    ] + [([arr((4, 3), dt, -3, 3), arr((4, 1), dt), arr((3,), dt)], {"axis": 0, "eps": 1e-3},
+          lambda x, s, t: naive_layer_norm(x, axis=0, eps=1e-3) * s + t)],
+    "layer_norm_gain_grad": lambda dt: [
+        ([arr((2, 3, 4), dt, -3, 3), arr((2, 3, 4), dt)], {"axis": 2, "eps": 1e-3},
+         lambda x, g: (naive_layer_norm(x, axis=2, eps=1e-3) * g).sum(axis=(0, 1))),
+        ([arr((4, 3), dt, -3, 3), arr((4, 3), dt)], {"axis": 0, "eps": 1e-3},
+         lambda x, g: (naive_layer_norm(x, axis=0, eps=1e-3) * g).sum(axis=1)),
+    ],
     "concat": lambda dt: [
         ([arr((2, 3, 4), dt), arr((2, 3, 2), dt)], {"axis": 2}, lambda a, b: np.block([a, b])),
         ([arr((1, 4), dt), arr((3, 4), dt)], {"axis": 0}, lambda a, b: np.vstack([a, b])),

@@ -635,6 +635,23 @@ def layer_norm_grad_scaled(x: TensorType, gy: TensorType, scale: TensorType, axi
     return x
 
 
+@defop("layer_norm_affine", inputs=("x", "scale", "shift"), attrs={"axis": Attr("axis", -1), "eps": Attr("float", 1e-5)},
+       differentiable=False, flops=_scaled(10))
+def layer_norm_affine(x: TensorType, scale: TensorType, shift: TensorType, axis: int, eps: float) -> TensorType:
+    """LayerNorm with its gain and bias, layer_norm(x) never stored: affine(layer_norm(x, axis, eps), scale, shift)."""
+    return affine(x, scale, shift)
+
+
+@defop("layer_norm_gain_grad", inputs=("x", "gy"), attrs={"axis": Attr("axis", -1), "eps": Attr("float", 1e-5)},
+       differentiable=False, flops=_scaled(10))
+def layer_norm_gain_grad(x: TensorType, gy: TensorType, axis: int, eps: float) -> TensorType:
+    """The gain's gradient with layer_norm(x) recomputed from x: sum(mul(gy, layer_norm(x)), every axis but axis)."""
+    _require_float("layer_norm_gain_grad", x)
+    if x != gy:
+        raise ShapeError(f"layer_norm_gain_grad: x {_fmt(x)} and cotangent {_fmt(gy)} differ")
+    return x.with_shape((x.shape[axis],))
+
+
 def _same_types(op: str, *types: TensorType) -> TensorType:
     _require_float(op, types[0])
     if any(t != types[0] for t in types):
@@ -672,4 +689,4 @@ def concat(a: TensorType, b: TensorType, axis: int) -> TensorType:
 
 
 FUSED = ("matmul_t", "matmul_t_sum", "matmul_bias", "relu_grad", "affine", "layer_norm_grad_scaled", "axpby",
-         "adam_param", "concat")
+         "adam_param", "concat", "layer_norm_affine", "layer_norm_gain_grad")

@@ -3,7 +3,8 @@
 Per entry and per binding of the symbolic dims (the batch size), it builds once a flat list of
 instructions `(kernel bound to its attributes and output buffer, input arrays, output array,
 node)`. Buffers follow the entry's memory plan (see `tinyc.compiler.passes.memplan`): one raw
-byte arena per slot, viewed as each value's dtype and shape. A step then is: copy the feeds into
+byte arena per binding, each planned buffer placed at a byte offset (`pack`: greedy by size over
+the buffers' live intervals) and viewed as each value's dtype and shape. A step then is: copy the feeds into
 the input buffers, call every kernel, copy outputs out and write updates into the parameter
 arrays. No graph walking, shape arithmetic or allocation of planned values happens per step.
 
@@ -12,6 +13,7 @@ Imports only `tinyc.ir` and the runtime (never the compiler, models, cli or netw
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -199,7 +201,7 @@ class Executor:
         for v, p in inplace.items():
             if p not in updated or types.get(v) != types.get(p):
                 raise IRError(f"memory plan writes %{v} into parameter {p!r}, which it may not")
-        arenas = _arenas(slots, types, bindings)
+        offsets, arena = arena_layout(plan, types, bindings)
         instrs = []
         for node in graph.nodes:
             t = node.type
@@ -213,8 +215,9 @@ class Executor:
             if node.out in inplace:
                 out = self.params[inplace[node.out]]
             elif node.out in slots:
+                start = offsets[slots[node.out]]
                 nbytes = int(np.prod(shape, dtype=np.int64)) * t.np_dtype.itemsize
-                out = arenas[slots[node.out]][:nbytes].view(t.np_dtype).reshape(shape)
+                out = arena[start:start + nbytes].view(t.np_dtype).reshape(shape)
             else:
                 out = np.empty(shape, t.np_dtype)
             call = partial(KERNELS[node.op], out=out, **attrs)
@@ -265,15 +268,63 @@ class Executor:
             np.copyto(self.params[name], a)
 
 
-def _arenas(slots: Mapping[str, int], types, bindings: Mapping[str, int]) -> dict[int, np.ndarray]:
-    """One byte array per slot, as large as the largest of its values at `bindings`."""
-    size: dict[int, int] = {}
+ALIGN = 64  # bytes: every buffer starts on a cache line (and any dtype's itemsize)
+
+
+def buffer_sizes(plan: Mapping[str, Any], nbytes) -> list[int]:
+    """Bytes of each planned buffer: the largest of its values, `nbytes(value)` each."""
+    lives, slots = plan.get("buffers"), plan.get("slots", {})
+    count = len(lives) if lives is not None else 1 + max((s for s in slots.values() if isinstance(s, int)), default=-1)
+    sizes = [0] * count
     for v, s in slots.items():
+        if not isinstance(s, int) or not 0 <= s < len(sizes):
+            raise IRError(f"memory plan places %{v} in buffer {s!r}, but the plan has no such buffer")
+        sizes[s] = max(sizes[s], nbytes(v))
+    return sizes
+
+
+def pack(sizes: list[int], lives: list[tuple[int, int]] | None, align: int = ALIGN) -> tuple[list[int], int]:
+    """(byte offset of each buffer, arena bytes): buffers whose live intervals [first, last]
+    overlap get disjoint byte ranges. Greedy by size (largest first), each at the start of the
+    smallest gap between already placed overlapping buffers that fits it, else above them all.
+    Without `lives` every buffer is alive throughout (each its own range)."""
+    n = len(sizes)
+    lives = lives if lives is not None else [(0, 1 << 62)] * n
+    rounded = [-(-max(size, 1) // align) * align for size in sizes]
+    order = sorted(range(n), key=lambda b: (-rounded[b], lives[b][0], b))
+    offsets = [0] * n
+    placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last), kept sorted by offset
+    top = 0
+    for b in order:
+        first, last = lives[b]
+        size = rounded[b]
+        best, best_gap, end = None, None, 0
+        for start, stop, f, l in placed:
+            if f > last or l < first:
+                continue  # never alive together: may share bytes
+            gap = start - end
+            if gap >= size and (best_gap is None or gap < best_gap):
+                best, best_gap = end, gap
+            end = max(end, stop)
+        offsets[b] = end if best is None else best
+        insort(placed, (offsets[b], offsets[b] + size, first, last))
+        top = max(top, offsets[b] + size)
+    return offsets, top
+
+
+def arena_layout(plan: Mapping[str, Any], types, bindings: Mapping[str, int]) -> tuple[list[int], np.ndarray]:
+    """(byte offset of each planned buffer, the arena holding them all) at `bindings`."""
+    def nbytes(v: str) -> int:
         t = types.get(v)
-        if t is None or not isinstance(s, int) or s < 0:
-            raise IRError(f"memory plan places %{v} in slot {s!r}, but the entry has no such value or slot")
-        size[s] = max(size.get(s, 0), int(np.prod(t.concrete(bindings), dtype=np.int64)) * t.np_dtype.itemsize)
-    return {s: np.empty(max(n, 1), np.uint8) for s, n in size.items()}
+        if t is None:
+            raise IRError(f"memory plan places %{v} in a buffer, but the entry has no such value")
+        return int(np.prod(t.concrete(bindings), dtype=np.int64)) * t.np_dtype.itemsize
+
+    lives = plan.get("buffers")
+    offsets, total = pack(buffer_sizes(plan, nbytes), [tuple(x) for x in lives] if lives is not None else None)
+    raw = np.empty(total + ALIGN, np.uint8)
+    skip = -raw.ctypes.data % ALIGN  # the arena's first byte on an ALIGN boundary
+    return offsets, raw[skip:skip + total]
 
 
 def _resolve_attrs(node: Node, graph: Graph, bindings: Mapping[str, int]) -> dict[str, Any]:

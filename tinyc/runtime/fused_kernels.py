@@ -106,6 +106,37 @@ def layer_norm_grad_scaled(x: np.ndarray, gy: np.ndarray, scale: np.ndarray, axi
     return out
 
 
+def layer_norm_affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, axis: int, eps: float,
+                      out: np.ndarray | None = None) -> np.ndarray:
+    # layer_norm(x) * scale + shift, normalised straight into `out`
+    if out is None:
+        out = np.empty(x.shape, x.dtype)
+    x2, o2 = rowops.rows(x, axis), rowops.rows(out, axis)
+    if x2 is not None and o2 is not None:
+        rowops.layer_norm(x2, eps, o2)
+    else:
+        np.copyto(out, _normalized(x, axis, eps))
+    out *= scale
+    out += shift
+    return out
+
+
+def layer_norm_gain_grad(x: np.ndarray, gy: np.ndarray, axis: int, eps: float,
+                         out: np.ndarray | None = None) -> np.ndarray:
+    # sum of gy * layer_norm(x) over every axis but `axis`, layer_norm(x) recomputed (one temporary)
+    x2, g2 = rowops.rows(x, axis), rowops.rows(gy, axis)
+    if x2 is not None and g2 is not None:
+        return rowops.layer_norm_gain_grad(x2, g2, eps, out)
+    prod = np.moveaxis(_normalized(x, axis, eps) * gy, axis, -1)
+    return np.sum(prod.reshape(-1, prod.shape[-1]), axis=0, out=out)
+
+
+def _normalized(x: np.ndarray, axis: int, eps: float) -> np.ndarray:
+    """layer_norm(x) along any axis (the general path)."""
+    centered = x - np.mean(x, axis=axis, keepdims=True)
+    return centered / np.sqrt(np.mean(centered * centered, axis=axis, keepdims=True) + x.dtype.type(eps))
+
+
 def axpby(x: np.ndarray, y: np.ndarray, a: float, b: float, square: bool, out: np.ndarray | None = None) -> np.ndarray:
     # a * x + b * y (or b * (y * y)), rounded exactly as the unfused ops
     if square:
@@ -142,4 +173,6 @@ FUSED_KERNELS: dict[str, Kernel] = {
     "relu_grad": relu_grad,
     "affine": affine,
     "layer_norm_grad_scaled": layer_norm_grad_scaled,
+    "layer_norm_affine": layer_norm_affine,
+    "layer_norm_gain_grad": layer_norm_gain_grad,
 }

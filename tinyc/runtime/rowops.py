@@ -81,14 +81,24 @@ def layer_norm_grad(x2: np.ndarray, g2: np.ndarray, eps: float) -> np.ndarray:
     """In place on g2 (the cotangent, already scaled): (g - mean(g) - xhat * mean(g * xhat)) / std."""
     n = x2.shape[1]
     mean_w = _weights(n, x2.dtype, 1.0 / n)
-    xhat = np.subtract(x2, (x2 @ mean_w)[:, None])
-    inv_std = _inv_std(xhat, eps)
-    xhat *= inv_std[:, None]
+    centered = np.subtract(x2, (x2 @ mean_w)[:, None])
+    inv_std = _inv_std(centered, eps)
     mean_g = g2 @ mean_w
-    mean_gx = row_dot(g2, xhat)
-    mean_gx *= mean_gx.dtype.type(1.0 / n)
-    xhat *= mean_gx[:, None]
+    # xhat * mean(g * xhat) = centered * (inv_std² mean(g * centered)): one pass over centered, not two
+    k = row_dot(g2, centered)
+    k *= inv_std * inv_std * k.dtype.type(1.0 / n)
+    xhat = centered
+    xhat *= k[:, None]
     g2 -= mean_g[:, None]
     g2 -= xhat
     g2 *= inv_std[:, None]
     return g2
+
+
+def layer_norm_gain_grad(x2: np.ndarray, g2: np.ndarray, eps: float, out: np.ndarray | None = None) -> np.ndarray:
+    """sum over rows of g * (x - mean) / std, [n]: the 1/std scaling rides in the GEMV's weights."""
+    n = x2.shape[1]
+    centered = np.subtract(x2, (x2 @ _weights(n, x2.dtype, 1.0 / n))[:, None])
+    inv_std = _inv_std(centered, eps)
+    centered *= g2
+    return np.matmul(inv_std, centered, out=out)

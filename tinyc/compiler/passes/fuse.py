@@ -131,17 +131,78 @@ def _bias(f: _Fuser, n: Node) -> bool:
     return False
 
 
+def _gain_grad_sum(f: _Fuser, m: Node, ln: Node) -> bool:
+    """`m` = mul(gy, ln) read only by a sum over every axis but ln's (the gain's gradient; with
+    keepdims, then read only by the squeeze of those axes)."""
+    readers = f.uses.get(m.out, ())
+    if m.op != "mul" or m.out in f.results or len(readers) != 1 or f.graph.types[m.inputs[0]] != f.graph.types[m.inputs[1]]:
+        return False
+    s, rank = readers[0], ln.type.rank
+    axes = tuple(range(rank - 1))
+    if s.op != "sum" or ln.attrs["axis"] != rank - 1 or tuple(s.attrs["axes"]) != axes:
+        return False
+    if not s.attrs["keepdims"]:
+        return True
+    after = f.uses.get(s.out, ())
+    return (s.out not in f.results and len(after) == 1 and after[0].op == "squeeze"
+            and tuple(after[0].attrs["axes"]) == axes)
+
+
+def _recomputable(f: _Fuser, ln: Node, forward: Node) -> bool:
+    """layer_norm `ln` is read by `forward` (the gain's mul) and otherwise only by gain gradients,
+    which recompute it from its input: then ln's output need not be stored."""
+    if ln.out in f.results:
+        return False
+    return all(u.out == forward.out or _gain_grad_sum(f, u, ln) for u in f.uses.get(ln.out, ()))
+
+
 def _affine(f: _Fuser, n: Node) -> bool:
-    # add(mul(x, s), t) -> affine(x, s, t) when s and t broadcast to x (LayerNorm's gain and bias)
+    # add(mul(x, s), t) -> affine(x, s, t) when s and t broadcast to x (LayerNorm's gain and bias);
+    # add(mul(layer_norm(x), s), t) -> layer_norm_affine(x, s, t) when the gain gradients recompute layer_norm(x)
     for m_v, t in (n.inputs, n.inputs[::-1]):
         m = f.producer(m_v, "mul", sole=True)
         if m is None or m.type != n.type or not n.type.is_float:
             continue
         for x, s in (m.inputs, m.inputs[::-1]):
             if f.graph.types[x] == n.type and f.fits(s, x) and f.fits(t, x):
-                f.emit(n, "affine", [f.value(x), f.value(s), f.value(t)])
+                ln = f.producer(x, "layer_norm")
+                if ln is not None and _recomputable(f, ln, m):
+                    f.emit(n, "layer_norm_affine", [f.value(ln.inputs[0]), f.value(s), f.value(t)], **ln.attrs)
+                else:
+                    f.emit(n, "affine", [f.value(x), f.value(s), f.value(t)])
                 return True
     return False
+
+
+def _gain_grad(f: _Fuser, n: Node) -> bool:
+    # sum(mul(gy, layer_norm(x)), every axis but the last) -> layer_norm_gain_grad(x, gy) when layer_norm(x)
+    # is not stored (its forward reader became layer_norm_affine); also squeeze(sum(..., keepdims))
+    s = f.producer(n.inputs[0], "sum", sole=True) if n.op == "squeeze" else n
+    m = s and f.producer(s.inputs[0], "mul", sole=True)
+    if m is None:
+        return False
+    for ln_v, gy in (m.inputs, m.inputs[::-1]):
+        ln = f.producer(ln_v, "layer_norm")
+        if ln is None or not _gain_grad_sum(f, m, ln) or f.uses[m.out][0].out != s.out:
+            continue
+        if n.op == "squeeze" and not s.attrs["keepdims"] or n.op == "sum" and s.attrs["keepdims"]:
+            continue
+        forward = [u for u in f.uses.get(ln.out, ()) if not _gain_grad_sum(f, u, ln)]
+        if len(forward) == 1 and _forms_affine(f, forward[0], ln) and _recomputable(f, ln, forward[0]):
+            f.emit(n, "layer_norm_gain_grad", [f.value(ln.inputs[0]), f.value(gy)], **ln.attrs)
+            return True
+    return False
+
+
+def _forms_affine(f: _Fuser, m: Node, ln: Node) -> bool:
+    """`m` is the mul of an affine pattern over `ln` (the rewrite `_affine` makes into layer_norm_affine)."""
+    readers = f.uses.get(m.out, ())
+    if m.op != "mul" or m.out in f.results or len(readers) != 1 or readers[0].op != "add" or m.type != ln.type:
+        return False
+    add = readers[0]
+    t = add.inputs[1] if add.inputs[0] == m.out else add.inputs[0]
+    s = m.inputs[1] if m.inputs[0] == ln.out else m.inputs[0]
+    return add.type == m.type and m.type.is_float and f.fits(s, ln.out) and f.fits(t, ln.out)
 
 
 def _axpby(f: _Fuser, n: Node) -> bool:
@@ -250,8 +311,8 @@ def _concat(f: _Fuser, n: Node) -> bool:
 
 # op of a pattern's root -> rules tried in order (the first that matches rewrites the node)
 RULES: dict[str, tuple[Callable[[_Fuser, Node], bool], ...]] = {
-    "squeeze": (_weight_grad, _squeeze_sum),
-    "sum": (_weight_grad,),
+    "squeeze": (_weight_grad, _gain_grad, _squeeze_sum),
+    "sum": (_weight_grad, _gain_grad),
     "matmul": (_matmul,),
     "mul": (_scaled_matmul,),
     "add": (_bias, _axpby, _affine, _concat),
@@ -263,7 +324,7 @@ RULES: dict[str, tuple[Callable[[_Fuser, Node], bool], ...]] = {
 
 @register_pass("fuse")
 def fuse(graph: Graph) -> Graph:
-    """Fuse patterns into single ops: transposed/flattened GEMMs, bias epilogues, LayerNorm and ReLU backward, Adam, concat."""
+    """Fuse patterns into single ops: transposed/flattened GEMMs, bias epilogues, LayerNorm (+gain) and ReLU backward, Adam, concat."""
     f = _Fuser(graph)
     changed = False
     for node in graph.nodes:

@@ -3,9 +3,11 @@
 The plan (stored in `graph.meta["memplan"]`, moved to `Entry.plan` by the driver) says where
 each node output lives while the program runs:
 
-- `slots`: value -> slot index. Values whose lifetimes do not overlap share a slot (greedy
-  best fit by size at the reference batch). The executor sizes each slot, per batch size, as the
-  largest of its values, so the same plan serves every batch.
+- `slots`: value -> buffer index. A buffer holds one value, or a chain of values each written
+  over the one before it (`reuse_input`). `buffers[i]` = [first, last]: the node steps from the
+  buffer's first write to its last read (alias lifetimes included). The executor sizes each
+  buffer per batch size (from the value types) and packs them all into one arena by byte
+  offset (`tinyc.runtime.executor.pack`): buffers with overlapping lives get disjoint bytes.
 - `inplace`: value -> parameter: the value is written straight into that parameter's array
   (an elementwise update such as `p - lr * g` whose input `p` is read for the last time there).
 - `reuse_input`: value -> input value: an elementwise node writes over an input that dies there
@@ -23,7 +25,8 @@ Sizes reported (bytes, at the reference batch `batch`):
 - `peak_bytes`: the most bytes of planned values alive at once (inputs, parameters, optimizer
   state and static values are resident and reported as `resident_bytes`/`static_bytes`);
   `peak_at` the node where it occurs and `live_at_peak` the values alive there.
-- `arena_bytes`: the sum of slot sizes, what the executor allocates (>= peak_bytes).
+- `arena_bytes`: the packed arena, what the executor allocates (>= peak_bytes);
+  `unpacked_bytes` the sum of buffer sizes (what one array per buffer would take).
 - `no_reuse_bytes`: the sum of all planned values (every value its own buffer).
 - `no_inplace_peak_bytes`: the peak with in-place updates and input reuse turned off.
 """
@@ -34,6 +37,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...ir.graph import Graph, Node
+from ...runtime.executor import buffer_sizes, pack  # the executor's own packing, so the plan reports what it allocates
 from ...runtime.kernels import VIEW_OPS  # the executor checks each view and copies where NumPy would
 from . import register_pass
 
@@ -130,21 +134,17 @@ def _claim_ok(value: str, param: str, graph: Graph, keep: set[str], update_of: M
 
 
 def assign(graph: Graph, batch: int, inplace: bool = True, alias: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Decide the home of every node output: a slot, a parameter's array, static, or a view (`alias`)."""
+    """Decide the home of every node output: a buffer, a parameter's array, static, or a view (`alias`)."""
     alias = alias or {}
-    _, last = lifetimes(graph, alias)
-    deaths: dict[int, list[str]] = {}
-    for n in graph.nodes:
-        deaths.setdefault(last[n.out], []).append(n.out)
+    first, last = lifetimes(graph, alias)
     keep = set(graph.output_values)
     update_of = dict(graph.updates)
     types = graph.types
     params = graph.param_map
-    home: dict[str, Any] = {}  # value -> slot int | ("param", name)
+    home: dict[str, Any] = {}  # value -> buffer int | ("param", name)
     static: list[str] = []
     reuse: dict[str, str] = {}
-    slot_bytes: list[int] = []
-    free: list[int] = []
+    lives: list[list[int]] = []
     claimed: set[str] = set()
     for i, n in enumerate(graph.nodes):
         v = n.out
@@ -152,7 +152,6 @@ def assign(graph: Graph, batch: int, inplace: bool = True, alias: Mapping[str, s
             static.append(v)
             continue
         if v in alias:  # a view: no buffer of its own; what it views lives as long (see lifetimes)
-            _release(deaths.get(i, ()), v, home, free)
             continue
         target = _inplace_target(n, i, graph, last, keep, update_of, claimed, home, types, params) if inplace else None
         if target is not None:
@@ -163,19 +162,12 @@ def assign(graph: Graph, batch: int, inplace: bool = True, alias: Mapping[str, s
             else:
                 home[v] = home[u]
                 reuse[v] = u
+                if isinstance(home[u], int):
+                    lives[home[u]][1] = max(lives[home[u]][1], last[v])
         else:
-            home[v] = _best_fit(free, slot_bytes, types[v].nbytes(default=batch))
-        _release(deaths.get(i, ()), v, home, free)
-    return {"home": home, "static": static, "reuse_input": reuse, "slot_bytes": slot_bytes}
-
-
-def _release(dying, v: str, home: Mapping[str, Any], free: list[int]) -> None:
-    """Free the slots of values read for the last time at v's node (inputs, or what an input
-    views) and v's own when it is never read; not a slot v itself now holds."""
-    for u in dying:
-        h = home.get(u)
-        if isinstance(h, int) and (u == v or h != home.get(v)):
-            free.append(h)
+            home[v] = len(lives)
+            lives.append([first[v], last[v]])
+    return {"home": home, "static": static, "reuse_input": reuse, "buffers": lives}
 
 
 def _inplace_target(n: Node, i: int, graph: Graph, last, keep, update_of, claimed, home, types, params):
@@ -198,21 +190,6 @@ def _inplace_target(n: Node, i: int, graph: Graph, last, keep, update_of, claime
             if isinstance(h, int) or _claim_ok(n.out, h[1], graph, keep, update_of):
                 return ("reuse", u)
     return None
-
-
-def _best_fit(free: list[int], slot_bytes: list[int], size: int) -> int:
-    """The smallest free slot that fits; else the largest free one, grown; else a new slot."""
-    fits = [s for s in free if slot_bytes[s] >= size]
-    if fits:
-        s = min(fits, key=lambda s: (slot_bytes[s], s))
-    elif free:
-        s = max(free, key=lambda s: (slot_bytes[s], -s))
-        slot_bytes[s] = size
-    else:
-        slot_bytes.append(size)
-        return len(slot_bytes) - 1
-    free.remove(s)
-    return s
 
 
 def peak(graph: Graph, home: Mapping[str, Any], batch: int,
@@ -256,10 +233,14 @@ def make_plan(graph: Graph, batch: int | None = None) -> dict[str, Any]:
     peak_bytes, at, alive = peak(graph, home, batch, alias)
     plain = assign(graph, batch, inplace=False, alias=alias)
     types = graph.types
+    slots = {v: h for v, h in home.items() if isinstance(h, int)}
+    sizes = [0] * len(a["buffers"])
+    for v, h in slots.items():
+        sizes[h] = max(sizes[h], types[v].nbytes(default=batch))
     return {
         "batch": batch,
-        "slots": {v: h for v, h in home.items() if isinstance(h, int)},
-        "slot_bytes": a["slot_bytes"],
+        "slots": slots,
+        "buffers": a["buffers"],
         "inplace": {v: h[1] for v, h in home.items() if not isinstance(h, int)},
         "reuse_input": a["reuse_input"],
         "static": a["static"],
@@ -267,7 +248,8 @@ def make_plan(graph: Graph, batch: int | None = None) -> dict[str, Any]:
         "peak_bytes": peak_bytes,
         "peak_at": graph.nodes[at].out if at >= 0 else "",
         "live_at_peak": alive,
-        "arena_bytes": sum(a["slot_bytes"]),
+        "arena_bytes": pack(sizes, a["buffers"])[1],
+        "unpacked_bytes": sum(sizes),
         "no_reuse_bytes": sum(types[v].nbytes(default=batch) for v in home),
         "no_inplace_peak_bytes": peak(graph, plain["home"], batch, alias)[0],
         "resident_bytes": sum(t.nbytes(default=batch) for t in (x.type for x in graph.inputs + graph.params)),
@@ -312,11 +294,14 @@ def memory_report(graph_or_entry: Any, batch: int | None = None) -> dict[str, An
     rows.sort(key=lambda r: (-r["bytes"], int(r["value"]) if r["value"].isdigit() else 0))
     # values in a parameter's array cost nothing extra; the rest add up to the peak
     node = graph.nodes[at] if at >= 0 else None
+    sizes = buffer_sizes(plan, lambda v: graph.types[v].nbytes(default=batch))
+    lives = plan.get("buffers")
     return {
         "entry": getattr(graph_or_entry, "name", graph.name),
         "batch": batch,
         "peak_bytes": peak_bytes,
         "peak_at": {"value": node.out, "op": node.op, "loc": node.where()} if node else None,
+        "arena_bytes": pack(sizes, [tuple(x) for x in lives] if lives is not None else None)[1],
         "live_at_peak": rows,
         "no_reuse_bytes": sum(graph.types[v].nbytes(default=batch) for v in home),
         "no_inplace_peak_bytes": peak(graph, plain_home, batch, alias)[0],
@@ -337,6 +322,7 @@ def format_memory_report(report: Mapping[str, Any]) -> str:
     lines = [f"entry {report['entry']} at batch {report['batch']}:",
              f"  planned peak      {_mb(report['peak_bytes'])}"
              + (f" at %{at['value']} = {at['op']}  # {at['loc']}" if at else ""),
+             f"  arena (packed)    {_mb(report['arena_bytes'])}  (what the executor allocates)",
              f"  without reuse     {_mb(report['no_reuse_bytes'])}",
              f"  without in-place  {_mb(report['no_inplace_peak_bytes'])}",
              f"  resident (inputs, params, state) {_mb(report['resident_bytes'])}",
