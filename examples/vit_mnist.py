@@ -27,10 +27,10 @@ def model() -> tc.Train:
     return tc.Train(
         loss,
         outputs={"accuracy": accuracy(logits, label), "logits": logits},
-        optimizer=tc.optim.Adam(lr=2e-3),
+        optimizer=tc.optim.Adam(lr=3e-3),
         epochs=3,
         batch_size=64,
-        lr=2e-3,
+        lr=3e-3,
         schedule="cosine",
-        warmup=200,
+        warmup=400,  # steps: the first ~40% of epoch 1
     )

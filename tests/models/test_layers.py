@@ -354,7 +354,7 @@ def test_example_defaults():
     vit, b = trace_example("vit_mnist")
     assert isinstance(vit.optimizer, tc.optim.Adam)
     d = vit.defaults()
-    assert (d["batch_size"], d["lr"], d["schedule"]) == (64, 2e-3, "cosine") and 0 < d["warmup"] <= 500
+    assert (d["batch_size"], d["lr"], d["schedule"]) == (64, 3e-3, "cosine") and 0 < d["warmup"] <= 500
     assert b.params["embed.w"].type.shape == (49, 64) and b.params["pos"].type.shape == (16, 64)
     assert {n.split(".")[0] for n in b.params if n.startswith("enc")} == {"enc0", "enc1"}
     reshapes = [n.attrs["shape"] for n in b.graph().nodes if n.op == "reshape"]
