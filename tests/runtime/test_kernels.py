@@ -441,3 +441,36 @@ def test_softmax_cross_entropy_grad_matches_finite_differences(reduction):
     loss = lambda v: np.sum(gy * KERNELS["softmax_cross_entropy"](v, labels, reduction=reduction))
     analytic = KERNELS["softmax_cross_entropy_grad"](logits, labels, gy, reduction=reduction)
     np.testing.assert_allclose(analytic, central_difference(loss, logits), rtol=1e-5, atol=1e-7)
+
+
+# --------------------------------------------------------------------------- in place and fast paths
+
+
+def test_inplace_inputs_may_be_the_output():
+    # the memory plan writes these kernels' results over the named inputs (memplan.INPLACE_INPUTS)
+    from tinyc.compiler.passes.memplan import INPLACE_INPUTS
+
+    for op, positions in INPLACE_INPUTS.items():
+        for dt in FLOATS:
+            for inputs, attrs, _ in CASES[op](dt):
+                in_types = [TensorType(dtype_of_numpy(a.dtype), a.shape) for a in inputs]
+                canon = canonical_attrs(op, in_types, attrs)
+                want = KERNELS[op](*inputs, **canon)
+                for k in positions:
+                    if inputs[k].shape != want.shape:
+                        continue
+                    ins = [a.copy() for a in inputs]
+                    res = KERNELS[op](*ins, out=ins[k], **canon)
+                    assert res is ins[k]
+                    np.testing.assert_array_equal(res, want, err_msg=f"{op} over input {k}")
+
+
+@pytest.mark.parametrize("size", [0, 1, 5, 16384, 16384 * 2 + 7])
+def test_relu_matches_maximum_across_block_sizes(size):
+    x = arr((size,), np.float32)
+    x[: min(size, 3)] = [np.nan, -0.0, 0.0][: min(size, 3)]
+    want = np.maximum(x, np.float32(0))
+    np.testing.assert_array_equal(KERNELS["relu"](x), want)
+    np.testing.assert_array_equal(KERNELS["relu"](x.reshape(1, -1)[:, ::-1][:, ::-1]), want.reshape(1, -1))
+    KERNELS["relu"](x, out=x)  # in place (memplan.INPLACE_SAFE)
+    np.testing.assert_array_equal(x, want)

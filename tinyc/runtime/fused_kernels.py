@@ -138,19 +138,20 @@ def _normalized(x: np.ndarray, axis: int, eps: float) -> np.ndarray:
 
 
 def axpby(x: np.ndarray, y: np.ndarray, a: float, b: float, square: bool, out: np.ndarray | None = None) -> np.ndarray:
-    # a * x + b * y (or b * (y * y)), rounded exactly as the unfused ops
+    # a * x + b * y (or b * (y * y)), rounded exactly as the unfused ops; `out` may be x (an
+    # optimizer state updated in place): y's term is formed first, x is read before out is written
+    by = np.multiply(y, y) if square else np.multiply(y, y.dtype.type(b))
     if square:
-        out = np.multiply(y, y, out=out)
-        out *= out.dtype.type(b)
-    else:
-        out = np.multiply(y, y.dtype.type(b), out=out)
-    out += x * x.dtype.type(a)
+        by *= by.dtype.type(b)
+    out = np.multiply(x, x.dtype.type(a), out=out)
+    out += by
     return out
 
 
 def adam_param(p: np.ndarray, m: np.ndarray, v: np.ndarray, step_size: np.ndarray, bc2_sqrt: np.ndarray, eps: float,
                out: np.ndarray | None = None) -> np.ndarray:
-    # p - step_size * (m / (sqrt(v) / bc2_sqrt + eps)), op by op as the unfused graph, one temporary
+    # p - step_size * (m / (sqrt(v) / bc2_sqrt + eps)), op by op as the unfused graph, one temporary;
+    # p is read only by the last subtract, so `out` may be p (the parameter updated in place)
     d = np.sqrt(v)
     d /= bc2_sqrt
     d += d.dtype.type(eps)

@@ -61,7 +61,25 @@ UFUNCS: dict[str, np.ufunc] = {
 }
 
 
+_ZERO_BLOCK = 16384  # elements: a zero block this long makes np.maximum's inner loop long and unit-stride
+_zero_blocks: dict[np.dtype, np.ndarray] = {}
+
+
 def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    if x.dtype.kind == "f" and x.size and x.flags.c_contiguous and (out is None or out.flags.c_contiguous):
+        # np.maximum against a scalar runs ~3x slower than against an array: compare with a zero
+        # block, broadcast over the flat data cut into rows of its length (and the remainder)
+        zeros = _zero_blocks.get(x.dtype)
+        if zeros is None:
+            zeros = _zero_blocks[x.dtype] = np.zeros(_ZERO_BLOCK, x.dtype)
+        out = np.empty_like(x) if out is None else out
+        xf, of = x.reshape(-1), out.reshape(-1)
+        k = _ZERO_BLOCK if x.size >= _ZERO_BLOCK else x.size
+        m = x.size - x.size % k
+        np.maximum(xf[:m].reshape(-1, k), zeros[:k], out=of[:m].reshape(-1, k))
+        if m < x.size:
+            np.maximum(xf[m:], zeros[:x.size - m], out=of[m:])
+        return out
     # a zero of x's dtype, so f32 stays f32 and i64 stays i64
     return np.asarray(np.maximum(x, x.dtype.type(0), out=out))
 

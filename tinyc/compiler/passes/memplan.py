@@ -49,7 +49,8 @@ GEMMS = frozenset(("matmul", "matmul_t", "matmul_bias", "matmul_t_sum"))
 INPLACE_SAFE = frozenset(("add", "sub", "mul", "div", "pow", "maximum", "neg", "sqrt", "exp", "log", "relu", "where"))
 # Fused kernels that may write over some of their inputs only: op -> those input positions
 # (each kernel reads such an input fully before its first write to `out`; see fused_kernels.py).
-INPLACE_INPUTS = {"relu_grad": (0, 1), "affine": (0,), "layer_norm_grad_scaled": (1,), "softmax_grad": (1,)}
+INPLACE_INPUTS = {"relu_grad": (0, 1), "affine": (0,), "layer_norm_grad_scaled": (1,), "softmax_grad": (1,),
+                  "axpby": (0,), "adam_param": (0,)}  # the optimizer's states and parameters updated in place
 GRAD_NOTE = "grad of"
 
 
