@@ -142,16 +142,29 @@ def _torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
+def _merge(total: dict | None, new: dict) -> dict:
+    """One round's result added to the earlier rounds': all step times, the largest RSS."""
+    if total is None:
+        return new
+    return {**total, "times": total["times"] + new["times"], "rss_mib": max(total["rss_mib"], new["rss_mib"])}
+
+
 def run(args) -> dict:
     batch = CONFIGS[args.config]["batch"]
+    with_torch = not args.no_torch and _torch_available()
+    tiny = torch_res = None
+    # The systems take turns, round after round, so that load from elsewhere on a shared machine
+    # falls on both; the median is taken over the steps of all rounds.
     with tempfile.TemporaryDirectory(prefix="tinyc_bench_") as folder:
-        tiny = _run_worker("tinyc", args, folder)
-        torch_res = _run_worker("torch", args, folder) if (not args.no_torch and _torch_available()) else None
+        for _ in range(args.rounds):
+            tiny = _merge(tiny, _run_worker("tinyc", args, folder))
+            if with_torch:
+                torch_res = _merge(torch_res, _run_worker("torch", args, folder))
     rate = matmul_rate(tiny["matmul_shapes"])
     limit_ms = tiny["flops"] / rate * 1e3
     tinyc_ms = float(np.median(tiny["times"])) * 1e3
     result = {
-        "config": args.config, "batch": batch, "steps": args.steps, "threads": THREADS,
+        "config": args.config, "batch": batch, "steps": args.steps, "rounds": args.rounds, "threads": THREADS,
         "tinyc_ms": tinyc_ms, "tinyc_examples_s": batch / tinyc_ms * 1e3, "tinyc_rss_mib": tiny["rss_mib"],
         "tinyc_loss0": tiny["loss0"], "compile_s": tiny["compile_s"], "tinyc_nodes": tiny["nodes"],
         "matmul_gflop": tiny["flops"] / 1e9, "matmul_gflops_rate": rate / 1e9, "limit_ms": limit_ms,
@@ -173,7 +186,7 @@ def _report(r: dict) -> str:
     def num(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    lines = [f"config {r['config']}  batch {r['batch']}  {r['steps']} timed steps  {r['threads']} threads",
+    lines = [f"config {r['config']}  batch {r['batch']}  {r['rounds']} x {r['steps']} timed steps  {r['threads']} threads",
              f"{'':10}{'ms/step':>10}{'examples/s':>12}{'peak RSS MiB':>14}{'x limit':>9}",
              (f"{'tinyc':10}{r['tinyc_ms']:>10.2f}{r['tinyc_examples_s']:>12.0f}{r['tinyc_rss_mib']:>14.1f}"
               f"{r['tinyc_vs_limit']:>9.2f}")]
@@ -195,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", choices=sorted(CONFIGS), default="seed")
     p.add_argument("--steps", type=int, default=30, help="timed steps after warm-up")
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=3, help="alternating runs of each system (median over all)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-torch", action="store_true", help="run tinyc only")
     p.add_argument("--threads", type=int, default=THREADS, help="BLAS/torch threads of each system (default 2)")

@@ -13,7 +13,7 @@ KEYS = ("tinyc_ms", "tinyc_examples_s", "tinyc_rss_mib", "limit_ms", "compile_s"
 
 def test_seed_benchmark_json():
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "train_step.py"), "--config", "seed", "--steps", "2",
-           "--warmup", "0", "--no-torch", "--json"]
+           "--warmup", "0", "--rounds", "1", "--no-torch", "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
