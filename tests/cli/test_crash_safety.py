@@ -70,7 +70,10 @@ def start(setup: dict, ckpt: Path, metrics: Path, *extra: str) -> subprocess.Pop
         *extra,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored, and children inherit
+    # that: give the child the default disposition, so that Python turns SIGINT into Ctrl-C.
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def untimed(path: Path) -> list[dict]:
@@ -126,11 +129,14 @@ def test_sigkill_at_random_moments_then_resume_is_exact(setup):
 def test_ctrl_c_keeps_the_last_checkpoint(setup, tmp_path):
     ckpt, metrics = tmp_path / "c.safetensors", tmp_path / "m.jsonl"
     proc = start(setup, ckpt, metrics, "--epochs", "100000")  # still running when the signal comes
-    deadline = time.monotonic() + 60
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 60
+        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 130, (out, err)
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"interrupted; last checkpoint {ckpt} (epoch ")
