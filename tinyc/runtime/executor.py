@@ -164,12 +164,7 @@ class Executor:
     @staticmethod
     def _execute_checked(instrs: list[tuple]) -> None:
         for call, ins, out, node in instrs:
-            try:
-                r = call(*ins)
-                if r is not out:
-                    np.copyto(out, r)
-            except Exception as e:
-                raise _node_error(node, e) from e
+            _execute_one(call, ins, out, node)
             if out.dtype.kind == "f" and not np.isfinite(out).all():
                 bad = "NaN" if np.isnan(out).any() else "Inf"
                 raise NumericsError(f"{node.op} %{node.out} produced {bad} ({node.type})"
