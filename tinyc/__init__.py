@@ -66,6 +66,7 @@ __all__ = [
     "maximum",
     "mean",
     "mul",
+    "name_scope",
     "neg",
     "not_equal",
     "one_hot",
@@ -95,3 +96,8 @@ __all__ = [
 def scope(prefix: str):
     """Name parameters created inside the block `prefix.name` (scopes nest)."""
     return current_graph().scope(prefix)
+
+
+def name_scope(name: str):
+    """Record the layer scope `name` on the nodes created inside the block (scopes nest with ".")."""
+    return current_graph().name_scope(name)

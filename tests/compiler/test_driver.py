@@ -136,7 +136,9 @@ def test_errors_inside_library_layers_name_the_users_line(tmp_path):
     """))
     with pytest.raises(ShapeError) as err:
         trace_model_file(str(path))
-    assert str(err.value).startswith("layers_model.py:8: matmul"), str(err.value)
+    # the loc stays exactly the user's line; the layer that failed comes first in the message
+    assert err.value.loc == "layers_model.py:8"
+    assert str(err.value).startswith("layers_model.py:8: [fc2] matmul"), str(err.value)
 
 
 def test_nodes_of_library_layers_carry_the_users_line(model_file, tmp_path):

@@ -19,6 +19,7 @@ from tinyc.ir.program import Entry, Program
 INITS = [tc.init.zeros(), tc.init.normal(0.02), tc.init.uniform(-0.5, 0.5), tc.init.xavier_uniform(), tc.init.lecun_uniform()]
 LOCS = ["", "model.py:12", "модель.py:3", "a b/c.py:99"]
 NOTES = ["", "grad of softmax", "fused ✓"]
+SCOPES = ["", "enc0", "enc0.attn.qkv", "_x9.y"]
 
 
 class Chooser:
@@ -63,7 +64,7 @@ def build_graph(c: Chooser, steps: int, name: str = "g") -> Graph:
         pool = [x]
         params = []
         for step in range(steps):
-            with b.at(c.choice(LOCS), c.choice(NOTES)):
+            with b.at(c.choice(LOCS), c.choice(NOTES), c.choice(SCOPES)):
                 t = _step(c, b, c.choice(pool), params, step, dtype)
             if t.dtype == dtype:
                 pool.append(t)

@@ -274,6 +274,7 @@ def test_extension_types():
 
 def test_missing_and_unknown_fields():
     _refused(_edit(lambda d: _first(d, "fill").pop("loc")), "missing field 'loc'")
+    _refused(_edit(lambda d: _first(d, "fill").pop("scope")), "missing field 'scope'")
     _refused(_edit(lambda d: _first(d, "fill").update(extra=1)), "unknown field 'extra'")
     _refused(_edit(lambda d: d.update(extra=1)), "unknown field 'extra'")
 
@@ -283,6 +284,7 @@ def test_wrong_field_types():
                    _train(d)["inputs"][0].update(name=7)), "must be")
     _refused(_edit(lambda d: _train(d).update(nodes={})), "nodes must be a list")
     _refused(_edit(lambda d: _first(d, "fill").update(inputs=[1])), "inputs must be a string")
+    _refused(_edit(lambda d: _first(d, "fill").update(scope=7)), "scope must be")
 
 
 def test_bad_init_rule():

@@ -41,7 +41,7 @@ def _on_path(b: Builder, nodes: Sequence[Node], y: str, wrt: set[str]) -> set[st
     return (nx.ancestors(dag, y) | {y}) & nx.descendants(dag, _SOURCE)
 
 
-def _vjp(b: Builder, node: Node, g: Tensor, needs: Sequence[bool], where: tuple[str, str]) -> list:
+def _vjp(b: Builder, node: Node, g: Tensor, needs: Sequence[bool], where: tuple[str, str, str]) -> list:
     """The cotangents of node's inputs given its output's cotangent `g` (None: no gradient)."""
     ins = [b.tensor(v) for v in node.inputs]
     if node.op in VJPS:
@@ -66,7 +66,7 @@ def _vjp(b: Builder, node: Node, g: Tensor, needs: Sequence[bool], where: tuple[
 
 
 def _backprop(b: Builder, nodes: Sequence[Node], y: str, seed: Tensor, wrt: set[str],
-              where: tuple[str, str] | None = None) -> dict[str, Tensor]:
+              where: tuple[str, str, str] | None = None) -> dict[str, Tensor]:
     """Reverse mode over `nodes` (in topological order): cotangents of the `wrt` values that y
     depends on. `where` forces one provenance for every node made (used inside decompositions)."""
     path = _on_path(b, nodes, y, wrt)
@@ -81,7 +81,7 @@ def _backprop(b: Builder, nodes: Sequence[Node], y: str, seed: Tensor, wrt: set[
         needs = [v in path for v in node.inputs]
         if not any(needs):
             continue
-        here = where or (node.loc, _provenance(node))
+        here = where or (node.loc, _provenance(node), node.scope)
         with b.at(*here):
             grads = _vjp(b, node, g, needs, here)
             if len(grads) != len(node.inputs):
@@ -119,7 +119,7 @@ def _differentiate(b: Builder, y: str, wrt: Sequence[str], seed: str | None = No
         raise IRError(f"cannot differentiate %{y}: it is {types[y]}, not a float value")
     start = len(b.nodes)
     producer = next((n for n in reversed(b.nodes) if n.out == y), None)
-    with b.at(producer.loc if producer else "", "grad seed"):
+    with b.at(producer.loc if producer else "", "grad seed", producer.scope if producer else ""):
         if seed is None:
             seed_t = b.apply("ones_like", [b.tensor(y)])
         else:

@@ -128,10 +128,11 @@ def decompose_graph(graph: Graph) -> Graph:
         ins = [arg(v) for v in node.inputs]
         if node.op in DECOMPOSITIONS:
             # a replacement keeps the location (and provenance) of what it replaces
-            with b.at(node.loc, node.note):
+            with b.at(node.loc, node.note, node.scope):
                 env[node.out] = DECOMPOSITIONS[node.op](b, ins, **node.attrs)
         else:
-            env[node.out] = b.add_node(node.op, [t.name for t in ins], dict(node.attrs), node.type, node.loc, node.note)
+            env[node.out] = b.add_node(node.op, [t.name for t in ins], dict(node.attrs), node.type, node.loc, node.note,
+                                       node.scope)
 
     def rename(pairs):
         return tuple((name, arg(v).name) for name, v in pairs)

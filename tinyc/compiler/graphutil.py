@@ -106,7 +106,7 @@ def peak_live_bytes(graph: Graph, order: Sequence[Node] | None = None, batch: in
 
 class Rewriter:
     """Builds the output of a forward rewriting pass: nodes are visited in order, kept, replaced by
-    an existing value (uses renamed), or replaced by new nodes that inherit loc and note."""
+    an existing value (uses renamed), or replaced by new nodes that inherit loc, note and scope."""
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
@@ -134,12 +134,13 @@ class Rewriter:
         return node.out
 
     def make(self, op: str, inputs: Sequence[str], attrs: dict, like: Node, out: str | None = None) -> Node:
-        """A new type-checked node (not yet added) with `like`'s location and note."""
+        """A new type-checked node (not yet added) with `like`'s location, note and scope."""
         in_types = [self.types[v] for v in inputs]
         attrs = canonical_attrs(op, in_types, attrs)
         if out is None:
             out, self._next = str(self._next), self._next + 1
-        return Node(out, op, tuple(inputs), attrs, infer_type(op, in_types, attrs), like.loc, like.note)
+        return Node(out, op, tuple(inputs), attrs, infer_type(op, in_types, attrs), like.loc, like.note,
+                    like.scope)
 
     def replace(self, old: str, new: str) -> None:
         """Every later use of `old` (and the outputs naming it) reads `new` instead."""

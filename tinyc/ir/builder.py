@@ -137,8 +137,9 @@ class Builder:
         self.types: dict[str, TensorType] = {}
         self._const_keys: dict[tuple, str] = {}
         self._next = 0
-        self._scope: list[str] = []
-        self._at: tuple[str, str] | None = None  # (loc, note) forced by the compiler
+        self._scope: list[str] = []  # parameter name prefixes (tc.scope)
+        self._node_scope = ""  # the layer scope recorded on new nodes (tc.name_scope)
+        self._at: tuple[str, str, str] | None = None  # (loc, note, scope) forced by the compiler
 
     # ------------------------------------------------------------------ graph <-> builder
     @classmethod
@@ -259,35 +260,61 @@ class Builder:
     # ------------------------------------------------------------------ ops
     def apply(self, op: str, inputs: Sequence[Any], **attrs: Any) -> Tensor:
         """Append `op(inputs, attrs)`; errors name the user's line."""
-        loc, note = self._loc()
+        loc, note, scope = self._loc()
         try:
             ins = [self.own(t) for t in inputs]
             in_types = [t.type for t in ins]
             attrs = canonical_attrs(op, in_types, attrs)
             out_type = infer_type(op, in_types, attrs)
         except TinycError as e:
-            raise type(e)(e.message, loc=e.loc or loc, hint=e.hint) from None
-        return self.add_node(op, [t.name for t in ins], attrs, out_type, loc, note)
+            # the loc stays exactly `file:line`; the layer goes first in the message
+            message = f"[{scope}] {e.message}" if scope else e.message
+            raise type(e)(message, loc=e.loc or loc, hint=e.hint) from None
+        return self.add_node(op, [t.name for t in ins], attrs, out_type, loc, note, scope)
 
-    def add_node(self, op: str, inputs: Sequence[str], attrs: dict, out_type: TensorType, loc: str, note: str = "") -> Tensor:
+    def add_node(self, op: str, inputs: Sequence[str], attrs: dict, out_type: TensorType, loc: str, note: str = "",
+                 scope: str = "") -> Tensor:
         """Append an already type-checked node."""
         name = str(self._next)
         self._next += 1
-        self.nodes.append(Node(name, op, tuple(inputs), attrs, out_type, loc, note))
+        self.nodes.append(Node(name, op, tuple(inputs), attrs, out_type, loc, note, scope))
         self.types[name] = out_type
         return Tensor(self, name, out_type)
 
-    def _loc(self) -> tuple[str, str]:
-        return self._at if self._at is not None else (user_location(3), "")
+    def _loc(self) -> tuple[str, str, str]:
+        return self._at if self._at is not None else (user_location(3), "", self._node_scope)
 
     @contextlib.contextmanager
-    def at(self, loc: str, note: str = "") -> Iterator[None]:
-        """Nodes created inside carry `loc` and `note` (the compiler's provenance)."""
-        saved, self._at = self._at, (loc, note)
+    def at(self, loc: str, note: str = "", scope: str = "") -> Iterator[None]:
+        """Nodes created inside carry `loc`, `note` and `scope` (the compiler's provenance)."""
+        saved, self._at = self._at, (loc, note, scope)
         try:
             yield
         finally:
             self._at = saved
+
+    def name_scope(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Nodes created inside record the layer scope `outer.name`. A layer's full hierarchical
+        name continues the enclosing scope rather than repeating it: in `x.enc0`, `enc0.attn` gives
+        `x.enc0.attn` (the longest tail of the outer scope that begins `name` is not doubled)."""
+        if not isinstance(name, str) or (name and not NAME_RE.match(name)):
+            raise IRError(f"scope name {name!r} is not valid: use letters, digits, _ and .", loc=user_location(2))
+        outer = self._node_scope.split(".") if self._node_scope else []
+        parts = name.split(".") if name else []
+        for i in range(len(outer)):
+            tail = outer[i:]
+            if parts[:len(tail)] == tail:
+                outer = outer[:i]
+                break
+        return self._in_scope(".".join(outer + parts))
+
+    @contextlib.contextmanager
+    def _in_scope(self, scope: str) -> Iterator[None]:
+        saved, self._node_scope = self._node_scope, scope
+        try:
+            yield
+        finally:
+            self._node_scope = saved
 
     @contextlib.contextmanager
     def scope(self, prefix: str) -> Iterator[None]:

@@ -5,7 +5,7 @@
  "program": {"entries": [{"name", "graph", "plan"}], "meta": {...}}}      # or "graph": {...}
 graph: {"name", "inputs": [{"name", "type"}], "params": [{"name", "type", "init", "seed", "kind", "loc"}],
         "constants": {name: {"dtype", "shape", "data"}}, "nodes": [{"out", "op", "inputs", "attrs", "type",
-        "loc", "note"}], "outputs": [[name, value]], "updates": [[param, value]], "meta": {...}}
+        "loc", "note", "scope"}], "outputs": [[name, value]], "updates": [[param, value]], "meta": {...}}
 type:  {"dtype": "f32", "shape": [..., "B"]}      data: raw little-endian bytes, C order
 ```
 Maps are written in this fixed field order, free-form dicts (attrs, init, meta, plan) with sorted
@@ -46,7 +46,7 @@ _SYMBOL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _HEADER = ("format", "version", "producer")
 _GRAPH = ("name", "inputs", "params", "constants", "nodes", "outputs", "updates", "meta")
 _PARAM = ("name", "type", "init", "seed", "kind", "loc")
-_NODE = ("out", "op", "inputs", "attrs", "type", "loc", "note")
+_NODE = ("out", "op", "inputs", "attrs", "type", "loc", "note", "scope")
 _ARRAY = ("dtype", "shape", "data")
 _SEQ_KINDS = ("axes", "perm", "shape")
 
@@ -95,7 +95,7 @@ def _graph_doc(g: Graph) -> dict:
                     "seed": p.seed, "kind": p.kind, "loc": p.loc} for p in g.params],
         "constants": {k: _array_doc(g.constants[k]) for k in sorted(g.constants)},
         "nodes": [{"out": n.out, "op": n.op, "inputs": list(n.inputs), "attrs": _plain_out(dict(n.attrs), f"node %{n.out}"),
-                   "type": _type_doc(n.type), "loc": n.loc, "note": n.note} for n in g.nodes],
+                   "type": _type_doc(n.type), "loc": n.loc, "note": n.note, "scope": n.scope} for n in g.nodes],
         "outputs": [[k, v] for k, v in g.outputs],
         "updates": [[k, v] for k, v in g.updates],
         "meta": _plain_out(dict(g.meta), "meta"),
@@ -299,7 +299,8 @@ def _node(d: Any, graph_where: str, index: int) -> Node:
             _fail(where, f"{op} has no attribute {_short(key)}")
         attrs[key] = _attr(value, spec[key].kind, where, f"attrs.{key}")
     node_type = _type(d["type"], where)
-    return Node(out, op, inputs, attrs, node_type, _str(d["loc"], where, "loc"), _str(d["note"], where, "note"))
+    return Node(out, op, inputs, attrs, node_type, _str(d["loc"], where, "loc"), _str(d["note"], where, "note"),
+                _str(d["scope"], where, "scope"))
 
 
 def _attr(v: Any, kind: str, where: str, what: str) -> Any:

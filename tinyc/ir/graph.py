@@ -23,7 +23,8 @@ NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 @dataclass(frozen=True, eq=True)
 class Node:
     """One op application. `out` names its single output value; `loc` is the user's `file:line`
-    that created it; `note` records provenance such as `grad of softmax` for backward nodes."""
+    that created it; `note` records provenance such as `grad of softmax` for backward nodes;
+    `scope` is the layer that made it (`enc0.attn`, like JAX's name stack), "" outside any."""
 
     out: str
     op: str
@@ -32,6 +33,7 @@ class Node:
     type: TensorType
     loc: str = ""
     note: str = ""
+    scope: str = ""
 
     __hash__ = None  # attrs is a dict; key nodes by `out`, or by `key()` for CSE
 
@@ -40,10 +42,16 @@ class Node:
         return (self.op, self.inputs, tuple(sorted((k, _hashable(v)) for k, v in self.attrs.items())))
 
     def where(self) -> str:
-        """`model.py:12`, or `grad of softmax @ model.py:12` for a backward node."""
-        if self.note:
-            return f"{self.note} @ {self.loc}" if self.loc else self.note
-        return self.loc
+        """`model.py:12 enc0.attn`, or `grad of softmax @ model.py:12 enc0.attn` for a backward node."""
+        return format_where(self.loc, self.note, self.scope)
+
+
+def format_where(loc: str, note: str = "", scope: str = "") -> str:
+    """`note @ loc scope`, leaving out the empty parts (how a node's origin is shown everywhere)."""
+    where = f"{loc} {scope}" if loc and scope else loc or scope
+    if note:
+        return f"{note} @ {where}" if where else note
+    return where
 
 
 def _hashable(v):

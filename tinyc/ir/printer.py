@@ -6,6 +6,7 @@ graph mlp {
   param %w1: f32[784,128] = xavier_uniform(gain=1.0)
   %0: f32[B,128] = matmul %x, %w1              # mlp_mnist.py:14
   %7: f32[B,128] = mul %6, %5                  # grad of relu @ mlp_mnist.py:15
+  %9: f32[B,16,64] = add %8, %enc0.ff.fc1.b    # vit_mnist.py:24 enc0.ff.fc1
   output loss = %3
   update w1 = %9
 }
@@ -43,7 +44,7 @@ def format_attrs(attrs) -> str:
 
 
 def format_node(node: Node) -> str:
-    """`%12: f32[B,16,64] = matmul %10, %11 {..}    # file.py:23 (grad of softmax)`."""
+    """`%12: f32[B,16,64] = matmul %10, %11 {..}    # grad of softmax @ file.py:23 enc0.attn`."""
     args = ", ".join(f"%{v}" for v in node.inputs)
     text = f"%{node.out}: {node.type} = {node.op}{' ' + args if args else ''}{format_attrs(node.attrs)}"
     where = node.where()

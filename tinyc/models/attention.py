@@ -8,10 +8,10 @@ import tinyc as tc
 from tinyc.ir.builder import user_location
 from tinyc.ir.errors import ShapeError
 
-from .layers import Linear, join
+from .layers import Layer, Linear, join
 
 
-class MultiHeadAttention:
+class MultiHeadAttention(Layer):
     """Self-attention over x[..., T, d] with `heads` heads of size d // heads.
 
     fused_qkv=True keeps Q, K and V in one parameter `qkv.w` [d, 3d] (+ `qkv.b` [3d]), the
@@ -24,6 +24,7 @@ class MultiHeadAttention:
     def __init__(self, name: str, d: int, heads: int = 1, fused_qkv: bool = True, dtype: str = "f32") -> None:
         if heads < 1 or d % heads:
             raise ShapeError(f"attention: d={d} does not divide into {heads} heads", loc=user_location(2))
+        self.name = name
         self.d, self.heads, self.d_head = d, heads, d // heads
         self.fused_qkv = fused_qkv
         if fused_qkv:

@@ -9,13 +9,13 @@ from tinyc.ir.builder import user_location
 from tinyc.ir.errors import ShapeError
 
 from .attention import MultiHeadAttention
-from .layers import FeedForward, LayerNorm, Linear, check_choice, join
+from .layers import FeedForward, Layer, LayerNorm, Linear, check_choice, join
 
 NORMS = ("pre", "post")
 TOKENS = ("rows", "patches")
 
 
-class EncoderLayer:
+class EncoderLayer(Layer):
     """Attention then feed-forward, each with a LayerNorm, with or without residual connections.
 
     pre-norm:  x = x + attn(ln1(x)); x = x + ff(ln2(x))
@@ -25,6 +25,7 @@ class EncoderLayer:
 
     def __init__(self, name: str, d: int, heads: int, d_ff: int, residual: bool = True, norm: str = "pre",
                  fused_qkv: bool = True, dtype: str = "f32") -> None:
+        self.name = name
         self.residual = residual
         self.norm = check_choice("norm", norm, NORMS)
         self.attn = MultiHeadAttention(join(name, "attn"), d, heads, fused_qkv=fused_qkv, dtype=dtype)
@@ -43,7 +44,7 @@ class EncoderLayer:
         return x
 
 
-class TransformerClassifier:
+class TransformerClassifier(Layer):
     """image [..., H, W] -> tokens (rows, or p x p patches) -> Linear embed (+ learned position
     embedding) -> encoder layers -> (final LayerNorm) -> mean over tokens -> Linear -> logits."""
 
@@ -51,6 +52,7 @@ class TransformerClassifier:
                  d_model: int = 64, heads: int = 4, layers: int = 2, d_ff: int = 256, residual: bool = True,
                  norm: str = "pre", pos_embedding: bool = True, final_norm: bool = True, classes: int = 10,
                  fused_qkv: bool = True, dtype: str = "f32") -> None:
+        self.name = name
         self.image = tuple(image)
         self.tokens = check_choice("tokens", tokens, TOKENS)
         self.patch = patch

@@ -168,7 +168,7 @@ class Executor:
             if out.dtype.kind == "f" and not np.isfinite(out).all():
                 bad = "NaN" if np.isnan(out).any() else "Inf"
                 raise NumericsError(f"{node.op} %{node.out} produced {bad} ({node.type})"
-                                    + (f" [{node.note}]" if node.note else ""), loc=node.loc,
+                                    + _origin(node), loc=node.loc,
                                     hint="lower the learning rate, or look at this op's inputs")
 
     def _runner(self, entry: str) -> _EntryRunner:
@@ -354,9 +354,15 @@ def _execute_one(call, ins, out, node: Node) -> None:
         raise _node_error(node, e) from e
 
 
+def _origin(node: Node) -> str:
+    """` [enc0.attn, grad of softmax]`: the node's layer and provenance, when it has them."""
+    tags = ", ".join(t for t in (node.scope, node.note) if t)
+    return f" [{tags}]" if tags else ""
+
+
 def _node_error(node: Node, e: Exception) -> TinycError:
     """A kernel failure naming the node and the user's line."""
-    where = f" [{node.note}]" if node.note else ""
+    where = _origin(node)
     if isinstance(e, TinycError):
         return type(e)(f"{node.op} %{node.out}{where}: {e.message}", loc=e.loc or node.loc, hint=e.hint)
     return TinycError(f"{node.op} %{node.out}{where} failed: {type(e).__name__}: {e}", loc=node.loc)

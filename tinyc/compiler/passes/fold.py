@@ -49,7 +49,7 @@ class _Folder:
 
     def fill(self, node: Node, value: float) -> Node:
         return Node(node.out, "fill", (), {"shape": node.type.shape, "dtype": node.type.dtype, "value": value},
-                    node.type, node.loc, node.note)
+                    node.type, node.loc, node.note, node.scope)
 
     def array(self, v: str) -> np.ndarray:
         src = self.sources[v]
@@ -105,7 +105,7 @@ class _Folder:
             name += "_"
         self.constants[name] = np.ascontiguousarray(data)
         attrs = {"name": name, "dtype": node.type.dtype, "shape": node.type.shape}
-        return Node(node.out, "constant", (), attrs, node.type, node.loc, node.note)
+        return Node(node.out, "constant", (), attrs, node.type, node.loc, node.note, node.scope)
 
     def canonical(self, node: Node) -> Node:
         """constant c with one repeated value -> fill (smaller file, visible to simplify)."""

@@ -1,7 +1,7 @@
 """The `fuse` pass: rewrite patterns of primitive ops into fused ops with faster kernels.
 
 One forward sweep over the graph after autodiff and the optimizer. A fused node takes the
-output name, location and note of the node it replaces (the root of the pattern); nodes that
+output name, location, note and scope of the node it replaces (the root of the pattern); nodes that
 only fed a pattern become dead and are dropped here. Inner nodes of a pattern are fused only
 when the pattern is their sole reader, so nothing is ever computed twice. The fused ops and
 their meaning as primitives are declared in `tinyc.ir.ops` (the "fused ops" section).

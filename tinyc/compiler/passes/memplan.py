@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ...ir.graph import Graph, Node
+from ...ir.graph import Graph, Node, format_where
 from ...runtime.executor import buffer_sizes, pack  # the executor's own packing, so the plan reports what it allocates
 from ...runtime.kernels import VIEW_OPS  # the executor checks each view and copies where NumPy would
 from . import register_pass
@@ -291,7 +291,7 @@ def memory_report(graph_or_entry: Any, batch: int | None = None) -> dict[str, An
         saved = not n.note.startswith(GRAD_NOTE) and any(c.note.startswith(GRAD_NOTE) for c in consumers.get(v, ()))
         in_place = home[v][1] if not isinstance(home[v], int) else ""
         rows.append({"value": v, "op": n.op, "type": str(n.type), "bytes": 0 if in_place else n.type.nbytes(default=batch),
-                     "loc": n.loc, "note": n.note, "saved_for_backward": saved, "in_place_of": in_place})
+                     "loc": n.loc, "note": n.note, "scope": n.scope, "saved_for_backward": saved, "in_place_of": in_place})
     rows.sort(key=lambda r: (-r["bytes"], int(r["value"]) if r["value"].isdigit() else 0))
     # values in a parameter's array cost nothing extra; the rest add up to the peak
     node = graph.nodes[at] if at >= 0 else None
@@ -331,6 +331,6 @@ def format_memory_report(report: Mapping[str, Any]) -> str:
     for r in report["live_at_peak"]:
         saved = "  saved for backward" if r["saved_for_backward"] else ""
         saved += f"  (in {r['in_place_of']}'s array)" if r["in_place_of"] else ""
-        where = f"{r['note']} @ {r['loc']}" if r["note"] else r["loc"]
+        where = format_where(r["loc"], r["note"], r["scope"])
         lines.append(f"    %{r['value']:<6} {r['op']:<22} {r['type']:<20} {_mb(r['bytes']):>10}  # {where}{saved}")
     return "\n".join(lines)

@@ -104,7 +104,8 @@ def optimizer(graph: Graph) -> Graph:
         param = graph.param_map.get(pname)
         if param is None or param.kind != "param":
             raise IRError(f"optimizer: output grad.{pname} names no trainable parameter")
-        with b.at(param.loc, f"optimizer {kind}"):
+        # the update belongs to the parameter's layer: enc0.attn.qkv.w -> scope enc0.attn.qkv
+        with b.at(param.loc, f"optimizer {kind}", pname.rpartition(".")[0]):
             RULES[kind](b, b.tensor(pname), b.tensor(gvalue), param, lr, spec, ups, t)
     outputs = {name: b.tensor(v) for name, v in graph.outputs if not name.startswith(GRAD_PREFIX)}
     updates = {name: b.tensor(v) for name, v in graph.updates}

@@ -222,7 +222,7 @@ def simplify(graph: Graph) -> Graph:
         last = s.nodes[-1] if len(s.nodes) > mark else None
         if last is not None and last.out == value:
             # the node's last replacement node takes over its name: uses need no renaming
-            s.nodes[-1] = Node(node.out, last.op, last.inputs, last.attrs, last.type, last.loc, last.note)
+            s.nodes[-1] = Node(node.out, last.op, last.inputs, last.attrs, last.type, last.loc, last.note, last.scope)
             s.producers.pop(value)
             s.add(s.nodes.pop())
         else:
