@@ -14,7 +14,7 @@ from tinyc.ir.codec import decode_program, encode_program
 from tinyc.ir.errors import IRError
 from tinyc.ir.graph import Graph, Node
 from tinyc.ir.printer import format_graph, format_node
-from tinyc.models import FeedForward, Layer
+from tinyc.models import FeedForward, Layer, Linear
 
 VIT = str(Path(__file__).resolve().parents[2] / "examples" / "vit_mnist.py")
 
@@ -120,6 +120,17 @@ def test_name_scope_nests_and_layers_do_not_double():
     assert "blk.blk" not in " ".join(scopes) and "blk.ff.blk" not in " ".join(scopes)
     assert {"outer.blk", "outer.blk.ff.fc1"} <= set(scopes)
     assert scopes[-1] == ""
+
+
+def test_parameter_scopes_are_node_scopes_too():
+    with tc.graph() as b:
+        x = tc.input("x", ("B", 4))
+        with tc.scope("m"):
+            fc = Linear("fc", 4, 2)
+            fc(x)
+    (w,) = [p for p in b.graph().params if p.name.endswith(".w")]
+    matmul = next(n for n in b.nodes if n.op == "matmul")
+    assert w.name == "m.fc.w" and matmul.scope == "m.fc"
 
 
 def test_name_scope_rejects_bad_names():

@@ -318,10 +318,12 @@ class Builder:
 
     @contextlib.contextmanager
     def scope(self, prefix: str) -> Iterator[None]:
-        """Parameters created inside are named `prefix.name` (scopes nest)."""
+        """Parameters created inside are named `prefix.name` (scopes nest); nodes created inside
+        record the same prefix as their layer scope, so both name the same part of the model."""
         self._scope.append(prefix)
         try:
-            yield
+            with self._in_scope(".".join(filter(None, (self._node_scope, prefix)))):
+                yield
         finally:
             self._scope.pop()
 
