@@ -100,8 +100,11 @@ def run_pipeline(
         try:
             result = passes[name].fn(graph)
         except Exception as e:  # a bug in a pass: say which one, keep the traceback
-            if hasattr(e, "add_note"):  # Python 3.11+; tinyc supports 3.10
-                e.add_note(f"in pass {name!r}")
+            note = f"in pass {name!r}"
+            if hasattr(e, "add_note"):  # Python 3.11+ prints it with the traceback
+                e.add_note(note)
+            else:  # Python 3.10: the same attribute, for whoever inspects the exception
+                e.__notes__ = [*getattr(e, "__notes__", []), note]
             raise
         ms = (time.perf_counter() - start) * 1e3
         if not isinstance(result, Graph):
