@@ -254,3 +254,6 @@ def test_training_step_of_a_tiny_transformer_is_unchanged(kind, opt):
             assert any((r.loc, r.note) == (n.loc, n.note) for r in after.consumers[out]), n
     attentions = sum(p.name.endswith("qkv.w") for p in before.params)  # q, k, v slices; their gradients joined
     assert ops["slice"] == 3 * attentions and ops["concat"] == 2 * attentions and ops["pad"] == 0
+    for n in after.nodes:  # the heads' gradients are joined before their reshape, so no reshape copies them first
+        if n.op == "concat":
+            assert all(after.producers[v].op != "reshape" for v in n.inputs), n

@@ -300,13 +300,32 @@ def _concat(f: _Fuser, n: Node) -> bool:
         if first.attrs["before"] + width[first.out] != second.attrs["before"]:
             return False
     before, after = first.attrs["before"], second.attrs["after"]
+    a, b = f.value(first.inputs[0]), f.value(second.inputs[0])
     if before == after == 0:
-        f.emit(n, "concat", [first.inputs[0], second.inputs[0]], axis=axis)
+        f.add(_joined(f, a, b, axis, n, out=n.out))
         return True
-    joined = f.make("concat", [first.inputs[0], second.inputs[0]], {"axis": axis}, like=n)
+    joined = _joined(f, a, b, axis, n)
     f.add(joined)
     f.emit(n, "pad", [joined.out], axis=axis, before=before, after=after)
     return True
+
+
+def _joined(f: _Fuser, a: str, b: str, axis: int, like: Node, out: str | None = None) -> Node:
+    """concat(a, b) along axis, its reshaped inputs joined before the reshape (so never copied)."""
+    # concat(reshape(x), reshape(y), last axis) -> reshape(concat(x, y, axis)) when each reshape
+    # merges x's (y's) dims from `axis` on: a view of strided x, y (attention heads) is copied once
+    ra, rb = f.producers.get(a), f.producers.get(b)
+    ta = f.types[a]
+    if ra is not None and rb is not None and ra.op == rb.op == "reshape" and axis == ta.rank - 1:
+        x, y = f.types[ra.inputs[0]], f.types[rb.inputs[0]]
+        if x.rank == y.rank > axis and x.shape[:axis] == y.shape[:axis] == ta.shape[:axis] \
+                and x.shape[axis + 1:] == y.shape[axis + 1:] and isinstance(x.shape[axis], int) \
+                and isinstance(y.shape[axis], int):
+            inner = _joined(f, ra.inputs[0], rb.inputs[0], axis, like)
+            f.add(inner)
+            shape = tuple(ta.shape[:axis]) + (ta.shape[axis] + f.types[b].shape[axis],)
+            return f.make("reshape", [inner.out], {"shape": shape}, like=like, out=out)
+    return f.make("concat", [a, b], {"axis": axis}, like=like, out=out)
 
 
 # op of a pattern's root -> rules tried in order (the first that matches rewrites the node)

@@ -45,6 +45,8 @@ DEFAULT_BATCH = 64
 # Consumers that read a strided view at full speed: GEMMs take a transposed operand as BLAS
 # flags (NumPy's matmul passes strides to BLAS when one of the last two dims is unit-stride).
 GEMMS = frozenset(("matmul", "matmul_t", "matmul_bias", "matmul_t_sum"))
+# Readers that copy a strided view in one pass anyway (a transpose read only by them is a view).
+COPIES = frozenset(("reshape", "concat"))
 # Ops whose kernel is one NumPy ufunc (or computes fully before writing): `out` may alias an input.
 INPLACE_SAFE = frozenset(("add", "sub", "mul", "div", "pow", "maximum", "neg", "sqrt", "exp", "log", "relu", "where"))
 # Fused kernels that may write over some of their inputs only: op -> those input positions
@@ -93,7 +95,7 @@ def views(graph: Graph) -> dict[str, str]:
     strided. reshape views a contiguous value, or splits the last axis of a "rows" value;
     expand_dims, squeeze and slice are always views; a transpose is one when every reader is a
     GEMM and the view keeps a unit-stride axis among its last two (BLAS takes it as a flag), or
-    every reader is a reshape (which then makes the one copy).
+    every reader is a reshape or concat (which then makes the one copy).
     """
     layout = {v.name: "c" for v in graph.inputs + graph.params}
     consumers = graph.consumers
@@ -115,7 +117,7 @@ def views(graph: Graph) -> dict[str, str]:
             perm = tuple(n.attrs["perm"])
             readers = {c.op for c in consumers.get(n.out, ())}
             blas = lay != "strided" and r >= 2 and graph.types[u].rank - 1 in perm[-2:]
-            if n.out in outputs or not readers or not (readers <= GEMMS and blas or readers == {"reshape"}):
+            if n.out in outputs or not readers or not (readers <= GEMMS and blas or readers <= COPIES):
                 continue
             layout[n.out] = "rows" if lay != "strided" and perm[-1] == r - 1 else "strided"
         elif n.op == "slice":  # a slice keeps every stride: contiguous only when cut along axis 0
