@@ -184,7 +184,12 @@ def test_inspect_after_and_diff(workdir):
     assert verify.stdout != after.stdout
     diff = invoke("inspect", workdir / "tiny.py", "--diff", "autodiff", "--graph", "train_step")
     assert diff.exit_code == 0, diff.output
-    assert diff.stdout.strip()
+    lines = diff.stdout.splitlines()
+    # autodiff only adds: backward nodes and one gradient output per parameter, nothing removed
+    assert lines[0] == "# entry train_step: autodiff" and all(line.startswith("+ ") for line in lines[1:])
+    outputs = {line.split(" = ")[0] for line in lines if " output " in line}
+    assert outputs == {"+ output grad.w", "+ output grad.b"}
+    assert all("grad " in line for line in lines[1:] if line.startswith("+ %"))
 
 
 def test_inspect_diff_of_a_training_pass_skips_predict(workdir):

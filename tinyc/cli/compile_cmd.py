@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .errors import DebugOption, fail, handles_errors
+from .errors import DebugOption, EntryOption, fail, handles_errors
 from .output import echo, human_bytes, table
 from .session import Compiled, compile_model
 from .views import param_count, planned_peak
@@ -21,7 +21,7 @@ def compile(
     output: Annotated[Path | None, typer.Option(
         "-o", "--output", help="Program file to write (default: MODEL's name with .ir, in the current directory).",
         show_default=False)] = None,
-    entry: Annotated[str, typer.Option("--entry", help="Function of the model file to call.")] = "model",
+    entry: EntryOption = "model",
     dump_dir: Annotated[Path | None, typer.Option(
         "--dump-dir", help="Write the IR text before and after every pass: DIR/<entry>/NN-<pass>.txt.",
         show_default=False)] = None,

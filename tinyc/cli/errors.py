@@ -31,6 +31,8 @@ _USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Clic
 _PASS_THROUGH = (typer.Exit, typer.Abort, _USAGE_ERROR, SystemExit)
 
 DebugOption = Annotated[bool, typer.Option("--debug", help="On error, show the full Python traceback.")]
+# --entry means the model file's function in every command, as in `tinyc compile`
+EntryOption = Annotated[str, typer.Option("--entry", help="Function of the model file to call.")]
 
 
 def opt(flag: str, text: str, **kw: Any) -> Any:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..ir.graph import Graph
-from .errors import DebugOption, fail, handles_errors, opt
+from .errors import DebugOption, EntryOption, fail, handles_errors, opt
 from .output import echo, human_bytes, human_count, table
 from .session import TRACE, Compiled, load
 from .views import print_summary, summary_json, to_dot
@@ -34,8 +34,7 @@ def inspect(
                                              "(with --format json: a 'memory' key).")] = False,
     entry: Annotated[str | None, opt("--graph", "Only this program entry (train_step or predict).",
                                       metavar="NAME")] = None,
-    model_fn: Annotated[str, typer.Option("--entry", help="Function of a model file to call (as in compile).")
-                        ] = "model",
+    model_fn: EntryOption = "model",
     batch: Annotated[int | None, opt("--batch", "Batch size for --memory (default: the plan's).", min=1)] = None,
     debug: DebugOption = False,
 ) -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from ..ir.train import SCHEDULES
-from .errors import INTERRUPTED, DebugOption, handles_errors, opt
+from .errors import INTERRUPTED, DebugOption, EntryOption, handles_errors, opt
 from .output import echo, table
 from .progress import make_reporter
 from .session import load
@@ -26,6 +26,11 @@ DataDirOption = Annotated[
         "--data-dir", help="Folder with the IDX files (default: $TINYC_DATA_DIR, then the cache).", show_default=False
     ),
 ]
+ProgramArgument = Annotated[
+    Path,
+    typer.Argument(help="Program file (.ir), or a model file (.py) compiled in memory.", metavar="MODEL.ir",
+                   show_default=False),
+]
 # what `tinyc data` says before it downloads (the classic mnist.pkl.gz is 17 MB)
 FETCH_SIZE = {"mnist": "17 MB"}
 
@@ -36,12 +41,7 @@ Schedule = Enum("Schedule", {name: name for name in SCHEDULES}, type=str)
 
 @handles_errors
 def run(
-    model: Annotated[
-        Path,
-        typer.Argument(
-            help="Program file (.ir), or a model file (.py) compiled in memory.", metavar="MODEL.ir", show_default=False
-        ),
-    ],
+    model: ProgramArgument,
     data: DataOption = "mnist",
     epochs: Annotated[int | None, opt("--epochs", "Epochs (default: the program's).", min=0)] = None,
     batch_size: Annotated[int | None, opt("--batch-size", "Batch size (default: the program's).", min=1)] = None,
@@ -64,7 +64,7 @@ def run(
     check_numerics: Annotated[
         bool, typer.Option("--check-numerics", help="Check every node for NaN/Inf at every step.")
     ] = False,
-    entry: Annotated[str, typer.Option("--entry", help="Function of a model file (.py) to call.")] = "model",
+    entry: EntryOption = "model",
     debug: DebugOption = False,
 ) -> None:
     """Train a compiled program on a data set: progress, per-epoch results, a final per-class table."""
@@ -148,12 +148,7 @@ def _print_summary(summary: dict, config: Any) -> None:
 
 @handles_errors
 def eval(
-    model: Annotated[
-        Path,
-        typer.Argument(
-            help="Program file (.ir), or a model file (.py) compiled in memory.", metavar="MODEL.ir", show_default=False
-        ),
-    ],
+    model: ProgramArgument,
     weights: Annotated[
         Path,
         typer.Option(
@@ -163,7 +158,7 @@ def eval(
     data: DataOption = "mnist",
     data_dir: DataDirOption = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per forward pass.", min=1)] = 1000,
-    entry: Annotated[str, typer.Option("--entry", help="Function of a model file (.py) to call.")] = "model",
+    entry: EntryOption = "model",
     debug: DebugOption = False,
 ) -> None:
     """Evaluate trained weights on a data set's test split: accuracy and a confusion matrix."""
