@@ -74,29 +74,23 @@ def test_steps_match_numpy(name):
     np.testing.assert_allclose(ex.params["w"], _numpy_steps(opt, w0, grads, opt.lr), rtol=2e-5, atol=1e-6)
 
 
-def test_pass_adds_lr_state_and_updates():
+@pytest.mark.parametrize("opt, kinds", [
+    (tc.optim.Adam(), {"w": "param", "optim.step": "state", "w.m": "state", "w.v": "state"}),
+    (tc.optim.SGD(), {"w": "param"}),  # no momentum: no state
+])
+def test_pass_adds_lr_state_and_updates(opt, kinds):
     with new_graph("opt") as b:
         g = tc.input("g", (3,))
         w = tc.param("w", (3,))
-        graph = b.graph({"loss": (w * g).sum(), "grad.w": g * 2.0},
-                        meta={"optimizer": optimizer_spec(tc.optim.Adam())})
+        graph = b.graph({"loss": (w * g).sum(), "grad.w": g * 2.0}, meta={"optimizer": optimizer_spec(opt)})
     out, _ = run_pipeline(graph, ["optimizer", "verify"])
     assert [i.name for i in out.inputs][-1] == "lr" and out.types["lr"].shape == ()
-    assert {p.name: p.kind for p in out.params} == {"w": "param", "optim.step": "state", "w.m": "state", "w.v": "state"}
-    assert {name for name, _ in out.updates} == {"w", "w.m", "w.v", "optim.step"}
+    assert {p.name: p.kind for p in out.params} == kinds
+    assert {name for name, _ in out.updates} == set(kinds)  # every param and state slot is updated
     assert [name for name, _ in out.outputs] == ["loss"]
     added = out.nodes[len(graph.nodes):]
-    assert added and all(n.note == "optimizer adam" for n in added)
+    assert added and all(n.note == f"optimizer {opt.kind}" for n in added)
     assert optimizer(graph) == optimizer(graph)  # pure and deterministic
-
-
-def test_sgd_without_momentum_has_no_state():
-    with new_graph("opt") as b:
-        g = tc.input("g", (3,))
-        w = tc.param("w", (3,))
-        graph = b.graph({"loss": (w * g).sum(), "grad.w": g * 2.0},
-                        meta={"optimizer": optimizer_spec(tc.optim.SGD())})
-    assert [p.kind for p in optimizer(graph).params] == ["param"]
 
 
 # --------------------------------------------------------------------------- end to end

@@ -53,12 +53,7 @@ def _vjp(b: Builder, node: Node, g: Tensor, needs: Sequence[bool], where: tuple[
         wanted = {v for v, need in zip(node.inputs, needs) if need}
         found = _backprop(b, b.nodes[start:], out.name, g, wanted, where)
         # a value passed twice gets its total once (the driver would otherwise add it twice)
-        seen: set[str] = set()
-        result = []
-        for v in node.inputs:
-            result.append(found.get(v) if v not in seen else None)
-            seen.add(v)
-        return result
+        return [found.get(v) if v not in node.inputs[:i] else None for i, v in enumerate(node.inputs)]
     if not schema(node.op).differentiable:
         return [None] * len(ins)
     raise IRError(f"{node.op}: no gradient rule and no decomposition", loc=node.loc,

@@ -16,28 +16,13 @@ from ..ir.graph import Graph, Node, live_values  # noqa: F401  (re-exported for 
 from ..ir.ops import canonical_attrs, infer_type
 
 
-def value_digraph(graph: Graph, with_sources: bool = False) -> nx.DiGraph:
-    """A DiGraph over node outputs, edge producer -> consumer (one edge per distinct input).
-
-    With `with_sources`, inputs and parameters are vertices too (edges into their readers).
-    Each vertex carries `index` (its position in `graph.nodes`, -1 for inputs and parameters).
-    """
+def value_digraph(graph: Graph) -> nx.DiGraph:
+    """A DiGraph over node outputs, edge producer -> consumer (one edge per distinct input)."""
     g = nx.DiGraph()
-    if with_sources:
-        g.add_nodes_from((i.name, {"index": -1}) for i in graph.inputs)
-        g.add_nodes_from((p.name, {"index": -1}) for p in graph.params)
-    g.add_nodes_from((n.out, {"index": i}) for i, n in enumerate(graph.nodes))
-    known = g if with_sources else graph.producers
-    g.add_edges_from((v, n.out) for n in graph.nodes for v in n.inputs if v in known)
+    g.add_nodes_from(n.out for n in graph.nodes)
+    producers = graph.producers
+    g.add_edges_from((v, n.out) for n in graph.nodes for v in n.inputs if v in producers)
     return g
-
-
-def find_cycle(graph: Graph) -> list[str] | None:
-    """The values along one cycle of the graph's dataflow, or None for a DAG."""
-    try:
-        return [u for u, _ in nx.find_cycle(value_digraph(graph))]
-    except nx.NetworkXNoCycle:
-        return None
 
 
 def check_acyclic(graph: Graph, where: str = "") -> nx.DiGraph:
@@ -56,16 +41,6 @@ def topological_order(graph: Graph) -> list[Node]:
     index = {n.out: i for i, n in enumerate(graph.nodes)}
     producers = graph.producers
     return [producers[v] for v in nx.lexicographical_topological_sort(dag, key=index.__getitem__)]
-
-
-def reverse_topological_order(graph: Graph) -> list[Node]:
-    """Consumers before producers (the order reverse-mode autodiff walks)."""
-    return list(reversed(topological_order(graph)))
-
-
-def ancestors(graph: Graph, value: str) -> set[str]:
-    """The node outputs `value` depends on (not `value` itself)."""
-    return nx.ancestors(value_digraph(graph), value)
 
 
 def value_sizes(graph: Graph, batch: int | None = None) -> dict[str, int]:

@@ -14,6 +14,7 @@ Dead operands are left for dce.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from ...ir.graph import Graph, Node
 from ...ir.types import TensorType
@@ -222,9 +223,9 @@ def simplify(graph: Graph) -> Graph:
         last = s.nodes[-1] if len(s.nodes) > mark else None
         if last is not None and last.out == value:
             # the node's last replacement node takes over its name: uses need no renaming
-            s.nodes[-1] = Node(node.out, last.op, last.inputs, last.attrs, last.type, last.loc, last.note, last.scope)
-            s.producers.pop(value)
-            s.add(s.nodes.pop())
+            s.nodes.pop()
+            del s.producers[value], s.types[value]
+            s.add(replace(last, out=node.out))
         else:
             s.replace(node.out, value)
     if not s.changed:
