@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import tinyc as tc
+from tinyc.runtime.init import init_param
 
 
 def _line() -> int:
@@ -140,8 +141,9 @@ def test_a_hand_written_init_dict_is_stored_canonical_and_runs():
         x = tc.input("x", (2,))
         w = tc.param("w", (2,), init={"rule": "normal", "std": 1})
         f = tc.function(x * w, [x])
-    assert b.graph().param_map["w"].init == {"rule": "normal", "std": 1.0, "mean": 0.0}
-    assert np.isfinite(f(np.ones(2, np.float32))).all()
+    param = b.graph().param_map["w"]
+    assert param.init == {"rule": "normal", "std": 1.0, "mean": 0.0}
+    np.testing.assert_array_equal(f(np.ones(2, np.float32)), init_param(param, 0))  # 1 * w: w's seed-0 init
 
 
 @pytest.mark.parametrize("init,words", [
@@ -180,3 +182,17 @@ def test_split_errors_name_the_users_line(parts, axis, words):
             line = _line(); tc.split(x, parts, axis=axis)
     assert str(info.value).startswith(f"test_frontend.py:{line}: split: "), str(info.value)
     assert words in str(info.value)
+
+
+def test_op_without_any_tensor_is_a_clear_error():
+    with tc.graph(), pytest.raises(tc.IRError) as info:
+        line = _line(); tc.add(1.0, np.ones(2))
+    assert str(info.value).startswith(f"test_frontend.py:{line}: add: needs at least one Tensor argument, got float, ndarray")
+
+
+def test_nary_op_records_into_the_graph_of_its_tensor():
+    with tc.graph() as first:
+        x = tc.input("x", (2,))
+    with tc.graph() as second:
+        y = tc.maximum(0.0, x)  # built while another graph is current: goes to x's graph
+    assert second.graph().nodes == () and first.graph().producers[y.name].op == "maximum"

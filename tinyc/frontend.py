@@ -12,15 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from .ir.builder import Builder, Tensor, current, user_location
+from .ir.builder import Tensor, current, user_location
 from .ir.errors import IRError, ShapeError
-
-
-def _builder(*args: Any) -> Builder:
-    for a in args:
-        if isinstance(a, Tensor):
-            return a.builder
-    return current()
 
 
 def _unary(op: str, x: Any, **attrs: Any) -> Tensor:
@@ -31,11 +24,11 @@ def _unary(op: str, x: Any, **attrs: Any) -> Tensor:
 
 
 def _nary(op: str, *args: Any, **attrs: Any) -> Tensor:
-    b = _builder(*args)
     like = next((a for a in args if isinstance(a, Tensor)), None)
     if like is None:
         raise IRError(f"{op}: needs at least one Tensor argument, got {', '.join(type(a).__name__ for a in args)}",
                       loc=user_location(3))
+    b = like.builder
     return b.apply(op, [b.lift(a, like) for a in args], **attrs)
 
 

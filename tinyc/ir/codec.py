@@ -324,10 +324,14 @@ def _attr(v: Any, kind: str, where: str, what: str) -> Any:
 
 def _type(d: Any, where: str) -> TensorType:
     _fields(d, f"{where}: type", ("dtype", "shape"))
-    dtype = _str(d["dtype"], where, "type.dtype")
+    return TensorType(_dtype(d["dtype"], where, "type.dtype"), _shape(d["shape"], where, symbols=True))
+
+
+def _dtype(v: Any, where: str, what: str) -> str:
+    dtype = _str(v, where, what)
     if dtype not in DTYPES:
         _fail(where, f"bad dtype {_short(dtype)} (expected one of {', '.join(DTYPES)})")
-    return TensorType(dtype, _shape(d["shape"], where, symbols=True))
+    return dtype
 
 
 def _shape(v: Any, where: str, symbols: bool) -> tuple:
@@ -341,7 +345,7 @@ def _shape(v: Any, where: str, symbols: bool) -> tuple:
             _int(x, where, "shape", 0, MAX_ELEMENTS)
     numel = math.prod(x for x in dims if isinstance(x, int))
     if numel > MAX_ELEMENTS:
-        _fail(where, f"absurd shape {dims}: {numel} elements at batch 1 (at most 2**31)")
+        _fail(where, f"absurd shape {dims}: {numel} elements at batch 1 (at most {MAX_ELEMENTS})")
     return tuple(dims)
 
 
@@ -354,9 +358,7 @@ def _constants(d: Any, where: str, size: int) -> dict[str, np.ndarray]:
     for name, a in table.items():
         w = f"{where}: constant {name}"
         _fields(a, w, _ARRAY)
-        dtype = _str(a["dtype"], w, "dtype")
-        if dtype not in DTYPES:
-            _fail(w, f"bad dtype {_short(dtype)} (expected one of {', '.join(DTYPES)})")
+        dtype = _dtype(a["dtype"], w, "dtype")
         shape = _shape(a["shape"], w, symbols=False)
         data = a["data"]
         if not isinstance(data, bytes):

@@ -156,8 +156,8 @@ class Graph:
             other.name, other.inputs, other.params, other.nodes, other.outputs, other.updates, dict(other.meta))
         if not same or self.constants.keys() != other.constants.keys():
             return False
-        return all(
-            self.constants[k].dtype == other.constants[k].dtype and np.array_equal(self.constants[k], other.constants[k])
+        return all(  # equal_nan: a graph with a NaN constant must still equal itself
+            self.constants[k].dtype == other.constants[k].dtype and np.array_equal(self.constants[k], other.constants[k], equal_nan=True)
             for k in self.constants
         )
 
