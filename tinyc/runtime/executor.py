@@ -60,7 +60,7 @@ class _EntryRunner:
         self.entry = entry
         self.graph: Graph = entry.graph
         self.inputs = [(i.name, i.type) for i in self.graph.inputs]
-        self.symbolic = any(t.symbols for _, t in self.inputs)
+        self.takes_lr = any(name == LR_INPUT for name, _ in self.inputs)
         self.cache: dict[tuple, _Compiled] = {}
         missing = sorted({n.op for n in self.graph.nodes} - set(KERNELS))
         if missing:
@@ -74,7 +74,7 @@ class _EntryRunner:
                 raise DataError(f"entry {self.entry.name!r} needs input {name!r} ({t}); got "
                                 f"{', '.join(sorted(feeds)) or 'nothing'}")
             a = np.asarray(feeds[name])
-            if a.ndim != t.rank:
+            if a.ndim != len(t.shape):
                 raise DataError(f"input {name!r} has shape {_shape(a.shape)}, expected {t}")
             for d, n in zip(t.shape, a.shape):
                 if isinstance(d, str):
@@ -116,8 +116,7 @@ class Executor:
     # ------------------------------------------------------------------ running
     def train_step(self, feeds: Mapping[str, Any], lr: float | None = None) -> dict[str, Any]:
         """One optimizer step on a batch; returns "loss" and the declared outputs."""
-        runner = self._runner(TRAIN_ENTRY)
-        if any(name == LR_INPUT for name, _ in runner.inputs):
+        if self._runner(TRAIN_ENTRY).takes_lr:
             if lr is None:
                 lr = float(self.program.meta.get("train", {}).get("lr", 0.0))
             feeds = {**feeds, LR_INPUT: lr}

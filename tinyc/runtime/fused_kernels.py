@@ -115,7 +115,7 @@ def layer_norm_affine(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, axis:
     if x2 is not None and o2 is not None:
         rowops.layer_norm(x2, eps, o2)
     else:
-        np.copyto(out, _normalized(x, axis, eps))
+        np.copyto(out, rowops.normalize(x, axis, eps)[0])
     out *= scale
     out += shift
     return out
@@ -127,14 +127,8 @@ def layer_norm_gain_grad(x: np.ndarray, gy: np.ndarray, axis: int, eps: float,
     x2, g2 = rowops.rows(x, axis), rowops.rows(gy, axis)
     if x2 is not None and g2 is not None:
         return rowops.layer_norm_gain_grad(x2, g2, eps, out)
-    prod = np.moveaxis(_normalized(x, axis, eps) * gy, axis, -1)
+    prod = np.moveaxis(rowops.normalize(x, axis, eps)[0] * gy, axis, -1)
     return np.sum(prod.reshape(-1, prod.shape[-1]), axis=0, out=out)
-
-
-def _normalized(x: np.ndarray, axis: int, eps: float) -> np.ndarray:
-    """layer_norm(x) along any axis (the general path)."""
-    centered = x - np.mean(x, axis=axis, keepdims=True)
-    return centered / np.sqrt(np.mean(centered * centered, axis=axis, keepdims=True) + x.dtype.type(eps))
 
 
 def axpby(x: np.ndarray, y: np.ndarray, a: float, b: float, square: bool, out: np.ndarray | None = None) -> np.ndarray:

@@ -74,7 +74,7 @@ def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
             zeros = _zero_blocks[x.dtype] = np.zeros(_ZERO_BLOCK, x.dtype)
         out = np.empty_like(x) if out is None else out
         xf, of = x.reshape(-1), out.reshape(-1)
-        k = _ZERO_BLOCK if x.size >= _ZERO_BLOCK else x.size
+        k = min(_ZERO_BLOCK, x.size)
         m = x.size - x.size % k
         np.maximum(xf[:m].reshape(-1, k), zeros[:k], out=of[:m].reshape(-1, k))
         if m < x.size:
@@ -250,20 +250,13 @@ def log_softmax(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.n
     return np.asarray(np.subtract(shifted, lse, out=out))
 
 
-def _normalize(x: np.ndarray, axis: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """(x - mean) / sqrt(var + eps) and 1 / sqrt(var + eps), var taken about the mean."""
-    centered = x - np.mean(x, axis=axis, keepdims=True)
-    inv_std = 1.0 / np.sqrt(np.mean(centered * centered, axis=axis, keepdims=True) + eps)
-    return centered * inv_std, inv_std
-
-
 def layer_norm(x: np.ndarray, axis: int, eps: float, out: np.ndarray | None = None) -> np.ndarray:
     out = _out(x, out)
     x2, o2 = rowops.rows(x, axis), rowops.rows(out, axis)
     if x2 is not None and o2 is not None:
         rowops.layer_norm(x2, eps, o2)
         return out
-    return _finish(_normalize(x, axis, eps)[0], out)
+    return _finish(rowops.normalize(x, axis, eps)[0], out)
 
 
 def _check_labels(labels: np.ndarray, classes: int) -> None:
@@ -310,7 +303,7 @@ def layer_norm_grad(x: np.ndarray, gy: np.ndarray, axis: int, eps: float, out: n
         np.copyto(o2, gy.reshape(o2.shape))
         rowops.layer_norm_grad(x2, o2, eps)
         return o2.reshape(x.shape) if out is None else out
-    xhat, inv_std = _normalize(x, axis, eps)
+    xhat, inv_std = rowops.normalize(x, axis, eps)
     g = gy - np.mean(gy, axis=axis, keepdims=True) - xhat * np.mean(gy * xhat, axis=axis, keepdims=True)
     return np.asarray(np.multiply(g, inv_std, out=out))
 
@@ -368,6 +361,6 @@ KERNELS.update(
     }
 )
 
-from .fused_kernels import FUSED_KERNELS  # noqa: E402  (the fused ops of the `fuse` pass)
+from .fused_kernels import FUSED_KERNELS  # the fused ops of the `fuse` pass (imported last: it is merged in)
 
 KERNELS.update(FUSED_KERNELS)

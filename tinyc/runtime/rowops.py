@@ -5,7 +5,7 @@ LayerNorm features) run far below memory speed, so row sums here are GEMVs (`x2 
 dot products are `einsum`, and elementwise steps write through `out=` into the result buffer.
 Every function takes 2-D `[rows, n]` arrays (views of C-contiguous data), writes its result
 into `out` and never writes its inputs. `rows` gives such a view or None (callers then take
-their general path). Imports nothing of tinyc.
+their general path, `normalize` for LayerNorm). Imports nothing of tinyc.
 """
 
 from __future__ import annotations
@@ -102,3 +102,10 @@ def layer_norm_gain_grad(x2: np.ndarray, g2: np.ndarray, eps: float, out: np.nda
     inv_std = _inv_std(centered, eps)
     centered *= g2
     return np.matmul(inv_std, centered, out=out)
+
+
+def normalize(x: np.ndarray, axis: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """((x - mean) / sqrt(var + eps), 1 / sqrt(var + eps)) along any axis: the general path."""
+    centered = x - np.mean(x, axis=axis, keepdims=True)
+    inv_std = 1.0 / np.sqrt(np.mean(centered * centered, axis=axis, keepdims=True) + eps)
+    return centered * inv_std, inv_std
