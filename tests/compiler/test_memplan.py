@@ -251,8 +251,26 @@ def test_views_of_views_match_reference(heads):
         want = run_graph(graph, {**feeds, "lr": np.float32(0.01)}, ex.state_dict())
         got = ex.train_step(feeds, lr=0.01)
         _assert_same(got, {"loss": want["loss"]})
-        for p in ex.params:
-            np.testing.assert_allclose(ex.params[p], want[p], rtol=1e-5, atol=1e-6, err_msg=p)
+        _assert_same_adam_step(ex.state_dict(), want, key_bias=slice(8, 16))
+
+
+def _assert_same_adam_step(got, want, key_bias):
+    """Adam's moments m and v (the gradients, before Adam divides by them) agree everywhere; the
+    parameters agree wherever the gradient is more than rounding noise. The key bias (the middle
+    third of `attn.qkv.b`) has a zero true gradient (softmax ignores a constant added to a whole
+    row of scores: about 1e-19 in float64), so its float32 gradient is rounding noise of ~1e-9 that
+    depends on the BLAS kernel, and Adam turns noise of any size into a step of ~lr: there the two
+    executors may differ by ~lr whatever the plan, so only the moments are compared."""
+    moments = [k for k in got if k.endswith((".m", ".v"))]
+    assert moments, "Adam keeps m and v per parameter"
+    for k in moments:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-8, err_msg=k)
+    for p in (k for k in got if f"{k}.v" in got):
+        meaningful = np.sqrt(want[f"{p}.v"]) > 1e-7  # |gradient| far above rounding noise (~1e-9)
+        assert meaningful.mean() > 0.6, p
+        if p == "attn.qkv.b":
+            assert not meaningful[key_bias].any(), "the key bias's gradient is noise"
+        np.testing.assert_allclose(got[p][meaningful], want[p][meaningful], rtol=1e-5, atol=1e-6, err_msg=p)
 
 
 def test_a_view_keeps_its_base_alive():
