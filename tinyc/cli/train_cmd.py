@@ -31,6 +31,11 @@ ProgramArgument = Annotated[
     typer.Argument(help="Program file (.ir), or a model file (.py) compiled in memory.", metavar="MODEL.ir",
                    show_default=False),
 ]
+ThreadsOption = Annotated[
+    int | None,
+    opt("--threads", "Threads per step (default: $TINYC_NUM_THREADS, else the cores this process may use).",
+        min=1, metavar="N"),
+]
 # what `tinyc data` says before it downloads (the classic mnist.pkl.gz is 17 MB)
 FETCH_SIZE = {"mnist": "17 MB"}
 
@@ -64,12 +69,15 @@ def run(
     check_numerics: Annotated[
         bool, typer.Option("--check-numerics", help="Check every node for NaN/Inf at every step.")
     ] = False,
+    threads: ThreadsOption = None,
     entry: EntryOption = "model",
     debug: DebugOption = False,
 ) -> None:
     """Train a compiled program on a data set: progress, per-epoch results, a final per-class table."""
+    from ..runtime.threads import resolve_threads
     from ..runtime.trainer import RunConfig, Trainer
 
+    threads = resolve_threads(threads)  # a bad $TINYC_NUM_THREADS is refused before any work
     program = load(model, entry).program
     config = RunConfig.from_program(
         program,
@@ -85,6 +93,7 @@ def run(
         checkpoint=str(checkpoint) if checkpoint else None,
         metrics_out=str(metrics_out) if metrics_out else None,
         check_numerics=check_numerics,
+        threads=threads,
     )
     dataset = _load_data(data, data_dir)
     reporter = make_reporter()
@@ -158,15 +167,18 @@ def eval(
     data: DataOption = "mnist",
     data_dir: DataDirOption = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per forward pass.", min=1)] = 1000,
+    threads: ThreadsOption = None,
     entry: EntryOption = "model",
     debug: DebugOption = False,
 ) -> None:
     """Evaluate trained weights on a data set's test split: accuracy and a confusion matrix."""
     from ..runtime.executor import Executor
+    from ..runtime.threads import resolve_threads
     from ..runtime.trainer import eval_data, evaluate, load_weights
 
+    threads = resolve_threads(threads)  # a bad $TINYC_NUM_THREADS is refused before any work
     program = load(model, entry).program
-    executor = Executor(program)
+    executor = Executor(program, threads=threads)
     meta = load_weights(executor, program, str(weights))
     dataset = _load_data(data, data_dir)
     result = evaluate(executor, program, eval_data(program, dataset.test), batch_size)

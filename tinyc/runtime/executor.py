@@ -27,6 +27,7 @@ from ..ir.ops import OPS
 from ..ir.program import Entry, Program
 from .init import init_param
 from .kernels import KERNELS, VIEW_OPS
+from .threads import blas_threads, resolve_threads
 
 TRAIN_ENTRY, PREDICT_ENTRY, LR_INPUT = "train_step", "predict", "lr"
 
@@ -93,12 +94,17 @@ class Executor:
     Parameter arrays are created once and only ever written into (instruction lists hold them).
     Updates may be computed straight into them, so a step that fails part way (a kernel error,
     a NumericsError) can leave them partly updated: reload a checkpoint after such an error.
+
+    `threads`: how many threads a step uses (see `threads.resolve_threads`: default
+    $TINYC_NUM_THREADS, else the cores this process may use); applied to BLAS only while a step runs.
     """
 
-    def __init__(self, program: Program, seed: int = 0, check_numerics: bool = False) -> None:
+    def __init__(self, program: Program, seed: int = 0, check_numerics: bool = False,
+                 threads: int | None = None) -> None:
         self.program = program
         self.seed = seed
         self.check_numerics = check_numerics
+        self.threads = resolve_threads(threads)
         self._runners = {name: _EntryRunner(e) for name, e in program.entries.items()}
         self.params: dict[str, np.ndarray] = {}
         self._specs = {}
@@ -138,10 +144,11 @@ class Executor:
                 np.copyto(buf, a, casting="same_kind")
             except TypeError:
                 raise DataError(f"input {name!r} has dtype {a.dtype}, expected {buf.dtype}") from None
-        if self.check_numerics:
-            self._execute_checked(compiled.instrs)
-        else:
-            self._execute(compiled.instrs)
+        with blas_threads(self.threads):
+            if self.check_numerics:
+                self._execute_checked(compiled.instrs)
+            else:
+                self._execute(compiled.instrs)
         results = {name: (a.item() if a.ndim == 0 else a.copy()) for name, a in compiled.outputs}
         for tmp, src in compiled.snapshots:
             np.copyto(tmp, src)

@@ -54,6 +54,7 @@ class RunConfig:
     metrics_out: str | None = None
     check_numerics: bool = False
     eval_batch_size: int = 1000
+    threads: int | None = None  # None: $TINYC_NUM_THREADS, else the available cores
 
     @classmethod
     def from_program(cls, program: Program, **overrides: Any) -> RunConfig:
@@ -137,7 +138,7 @@ class Trainer:
         self.program = program
         self.config = config
         self.reporter = reporter or Reporter()
-        self.executor = Executor(program, seed=config.seed, check_numerics=config.check_numerics)
+        self.executor = Executor(program, seed=config.seed, check_numerics=config.check_numerics, threads=config.threads)
         self.has_accuracy = "accuracy" in dict(program.entry(TRAIN_ENTRY).graph.outputs)
         self.train_data = bind(train, data_inputs(program))
         if config.limit is not None:
@@ -297,7 +298,7 @@ class Trainer:
         start, state = next(((i, s) for i, s in reversed(snapshots) if _finite(s)), (None, None))
         if start is None:
             raise self._non_finite(epoch, failed, what, "")
-        checker = Executor(self.program, seed=self.config.seed, check_numerics=True)
+        checker = Executor(self.program, seed=self.config.seed, check_numerics=True, threads=self.config.threads)
         checker.load_state_dict(state)
         step0 = self.state.step - failed  # the global step at the epoch's first batch
         for i in range(start, min(failed + 1, self.steps_per_epoch)):

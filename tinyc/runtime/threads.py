@@ -1,0 +1,77 @@
+"""How many threads tinyc runs on, and applying that number to BLAS and to tinyc's own pool.
+
+One rule decides the count: an explicit request (`Executor(threads=N)`, `tinyc run --threads N`),
+else `$TINYC_NUM_THREADS`, else the cores this process may run on (`os.sched_getaffinity`: a
+container's or `taskset`'s limit, not the machine's core count) divided among the processes that
+share them (data-parallel ranks on one node pass `share`).
+
+BLAS threads are set at run time through threadpoolctl (whichever BLAS NumPy loaded), only for
+the duration of a step (`blas_threads`), so NumPy code around tinyc keeps its own setting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np  # noqa: F401  (loads NumPy's BLAS before threadpoolctl looks for it)
+from threadpoolctl import ThreadpoolController
+
+from ..ir.errors import TinycError
+
+ENV_VAR = "TINYC_NUM_THREADS"
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on this platform (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(requested: int | None = None, share: int = 1) -> int:
+    """The thread count to use: `requested`, else $TINYC_NUM_THREADS, else available cores // share."""
+    if requested is not None:
+        if not _is_count(requested):
+            raise TinycError(f"threads must be a whole number >= 1, got {requested!r}", hint=HINT)
+        return int(requested)
+    text = os.environ.get(ENV_VAR, "").strip()
+    if text:
+        if not (text.isdigit() and int(text) >= 1):
+            raise TinycError(f"{ENV_VAR}={text!r} is not a whole number >= 1", hint=HINT)
+        return int(text)
+    if not _is_count(share):
+        raise TinycError(f"share must be a whole number >= 1, got {share!r}")
+    return max(1, available_cores() // int(share))
+
+
+HINT = "set a thread count of 1 or more (1 suits a machine that other work keeps busy)"
+
+
+def _is_count(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | np.integer) and value >= 1
+
+
+_CONTROLLER: list[ThreadpoolController] = []  # made once, on first use (it scans the loaded libraries)
+
+
+def _blas() -> ThreadpoolController:
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController().select(user_api="blas"))
+    return _CONTROLLER[0]
+
+
+def blas_thread_count() -> int | None:
+    """The BLAS thread count NumPy's BLAS uses now (None when no BLAS is known to threadpoolctl)."""
+    counts = [lib.num_threads for lib in _blas().lib_controllers]
+    return max(counts) if counts else None
+
+
+@contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """Run the block with BLAS limited to `n` threads; the previous setting is restored after.
+    Costs a few microseconds, so an executor wraps every step in it."""
+    with _blas().limit(limits=n):
+        yield
