@@ -234,7 +234,7 @@ def test_inspect_json(workdir, program_file):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     train = data["entries"]["train_step"]
-    assert {"inputs", "outputs", "params", "param_count", "ops", "nodes", "stats"} <= train.keys()
+    assert {"inputs", "outputs", "params", "param_count", "ops", "nodes"} <= train.keys()
     assert train["param_count"] == 51 and sum(train["ops"].values()) == train["nodes"]
     from_model = json.loads(invoke("inspect", workdir / "tiny.py", "--format", "json").stdout)
     assert from_model["entries"]["train_step"]["stats"][0]["name"] == "verify"

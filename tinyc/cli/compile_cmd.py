@@ -50,14 +50,14 @@ def compile(
 
 
 def summary_line(compiled: Compiled, out: Path) -> str:
-    """`wrote mlp.ir: train_step 160 nodes, predict 12 nodes; 101,770 params; planned peak 1.2 MiB at batch 64`."""
+    """`wrote mlp.ir: train_step 160 nodes, predict 12 nodes; 101,770 params; planned peak 1.2 MiB (train_step at batch 64)`."""
     program = compiled.program
     entries = ", ".join(f"{name} {len(e.graph.nodes)} nodes" for name, e in program.entries.items())
     params = max((param_count(e.graph)[1] for e in program.entries.values()), default=0)
     text = f"wrote {out}: {entries}; {params:,} params"
     peak = planned_peak(program)
     if peak is not None:
-        text += f"; planned peak {human_bytes(peak[0])}" + (f" at batch {peak[1]}" if peak[1] is not None else "")
+        text += f"; planned peak {human_bytes(peak[0])} ({peak[2]}" + (f" at batch {peak[1]})" if peak[1] is not None else ")")
     return text
 
 

@@ -25,7 +25,7 @@ class Format(str, Enum):
 def inspect(
     file: Annotated[Path, typer.Argument(
         help="A program file (.ir) or a model file (.py, compiled in memory).", metavar="FILE", show_default=False)],
-    passes: Annotated[bool, opt("--passes", "Per-pass table: nodes before -> after, FLOPs, bytes, peak, ms.")] = False,
+    passes: Annotated[bool, opt("--passes", "Per-pass table: nodes before -> after, FLOPs, bytes, live peak, ms.")] = False,
     after: Annotated[str | None, opt("--after", "Show the graph after PASS (model files; 'trace': before any).",
                                       metavar="PASS")] = None,
     diff: Annotated[str | None, opt("--diff", "Show what PASS changed (model files).", metavar="PASS")] = None,
@@ -89,15 +89,24 @@ def inspect(
 
 
 def print_pass_table(compiled: Compiled, entries: list[str]) -> None:
-    """Per entry: pass, nodes before -> after, estimated FLOPs, bytes and peak live bytes, ms."""
+    """Per entry: pass, nodes before -> after, estimated FLOPs, bytes and live peak, ms; then the planned peak.
+
+    "live peak" is every node output held from its node to its last reader, in the graph's order at
+    that pass (no buffer reuse, in-place update or view); the planned peak below the table is
+    memplan's figure, the one `compile` and `--memory` print.
+    """
     for i, name in enumerate(entries):
         if i:
             echo("")
         rows = [(s.name, f"{s.nodes_before} -> {s.nodes_after}", human_count(s.flops), human_bytes(s.bytes),
-                 human_bytes(getattr(s, "peak_bytes", 0)), f"{s.ms:.2f}") for s in compiled.stats.get(name, [])]
+                 human_bytes(s.peak_bytes), f"{s.ms:.2f}") for s in compiled.stats.get(name, [])]
         batch = compiled.program.meta.get("train", {}).get("batch_size")
         title = f"entry {name}" + (f" (estimates at batch {batch})" if batch else "")
-        table(["pass", "nodes", "FLOPs", "bytes", "peak", "ms"], rows, title=title, right=(1, 2, 3, 4, 5))
+        table(["pass", "nodes", "FLOPs", "bytes", "live peak", "ms"], rows, title=title, right=(1, 2, 3, 4, 5))
+        plan = compiled.program.entries[name].plan
+        if plan and plan.get("peak_bytes") is not None:
+            echo(f"planned peak {human_bytes(plan['peak_bytes'])} at batch {plan.get('batch')} "
+                 "(memplan: with buffer reuse, in-place updates and views; as in `compile` and `--memory`)")
 
 
 def print_memory(compiled: Compiled, entries: list[str], batch: int | None) -> None:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import typer
 
+from ..ir.numfmt import human_bytes, human_count  # noqa: F401 (the one size formatter, for the CLI)
+
 
 def is_terminal() -> bool:
     return sys.stdout.isatty()
@@ -44,20 +46,3 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: str =
     echo(line(["-" * w for w in widths]))
     for row in cells:
         echo(line(row))
-
-
-def human_bytes(n: float) -> str:
-    """1536 -> '1.5 KiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
-def human_count(n: float) -> str:
-    """1234567 -> '1.23M'."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return str(int(n))

@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ..ir.numfmt import metric
 from ..runtime.trainer import Reporter
 from .output import echo, is_terminal
 
@@ -18,7 +19,7 @@ LOG_EVERY = 0.1  # plain mode: a progress line every tenth of an epoch
 
 def epoch_line(record: Mapping[str, Any], epochs: int) -> str:
     """`epoch 2/3: train loss 0.2113, train accuracy 93.80%, test accuracy 95.10%, 12.3 s (4,870 ex/s)`."""
-    parts = [f"train loss {record['train_loss']:.4f}"]
+    parts = [f"train loss {metric(record['train_loss'])}"]
     if "train_accuracy" in record:
         parts.append(f"train accuracy {record['train_accuracy']:.2%}")
     if "test_accuracy" in record:
@@ -42,7 +43,7 @@ class PlainReporter(Reporter):
         if step in self.marks:
             echo(
                 f"epoch {self.epoch}/{self.epochs}  step {step}/{self.steps} ({step / self.steps:.0%})  "
-                f"loss {loss:.4f}  lr {lr:.3g}  {examples_per_s:,.0f} ex/s"
+                f"loss {metric(loss)}  lr {lr:.3g}  {examples_per_s:,.0f} ex/s"
             )
 
     def end_epoch(self, record: Mapping[str, Any]) -> None:
@@ -72,7 +73,7 @@ class RichReporter(Reporter):
             TextColumn("epoch {task.fields[epoch]}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.3g}  {task.fields[rate]:,.0f} ex/s"),
+            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]:.3g}  {task.fields[rate]:,.0f} ex/s"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             transient=True,
@@ -87,11 +88,11 @@ class RichReporter(Reporter):
             self.started = True
         self.epochs = epochs
         self.task = self.progress.add_task(
-            "", total=steps, epoch=f"{epoch}/{epochs}", loss=float("nan"), lr=0.0, rate=0.0
+            "", total=steps, epoch=f"{epoch}/{epochs}", loss="-", lr=0.0, rate=0.0
         )
 
     def step(self, step: int, loss: float, examples_per_s: float, lr: float) -> None:
-        self.progress.update(self.task, completed=step, loss=loss, lr=lr, rate=examples_per_s)
+        self.progress.update(self.task, completed=step, loss=metric(loss), lr=lr, rate=examples_per_s)
 
     def end_epoch(self, record: Mapping[str, Any]) -> None:
         self.progress.remove_task(self.task)

@@ -28,9 +28,9 @@ def op_counts(graph: Graph) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def planned_peak(program: Program) -> tuple[int, Any] | None:
-    """(largest planned peak bytes over the entries, its batch), or None when nothing is planned."""
-    peaks = [(e.plan["peak_bytes"], e.plan.get("batch")) for e in program.entries.values()
+def planned_peak(program: Program) -> tuple[int, Any, str] | None:
+    """(largest planned peak bytes over the entries, its batch, its entry), or None when nothing is planned."""
+    peaks = [(e.plan["peak_bytes"], e.plan.get("batch"), name) for name, e in program.entries.items()
              if e.plan and e.plan.get("peak_bytes") is not None]
     return max(peaks, key=lambda p: p[0]) if peaks else None
 
@@ -81,8 +81,9 @@ def summary_json(program: Program, name: str, entries: list[str], stats: dict[st
             "param_bytes": nbytes,
             "ops": op_counts(g),
             "plan": {k: _plain(entry.plan[k]) for k in ("peak_bytes", "batch") if entry.plan and k in entry.plan},
-            "stats": [_plain(s) for s in stats.get(entry_name, [])],
         }
+        if entry_name in stats:  # a model file: how each pass changed the entry (a .ir holds only the result)
+            out["entries"][entry_name]["stats"] = [_plain(s) for s in stats[entry_name]]
         if memory is not None:
             out["entries"][entry_name]["memory"] = _plain(memory[entry_name])
     return json.dumps(out, indent=2, sort_keys=False)

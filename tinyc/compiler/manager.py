@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..ir.errors import IRError
 from ..ir.graph import Graph
+from ..ir.numfmt import human_bytes, human_count
 from ..ir.ops import schema
 from .graphutil import peak_live_bytes
 from .passes import load_all
@@ -120,14 +121,12 @@ def run_pipeline(
 
 
 def format_stats(stats: Sequence[PassStats]) -> str:
-    """A fixed-width table of pass statistics (for `tinyc compile --passes`)."""
-    lines = [f"{'pass':<12}{'nodes':>14}{'MFLOP':>12}{'MB':>10}{'peak MB':>10}{'ms':>10}"]
+    """A fixed-width table of pass statistics (sizes in binary units, as every command prints them)."""
+    lines = [f"{'pass':<12}{'nodes':>14}{'FLOPs':>12}{'bytes':>12}{'live peak':>12}{'ms':>10}"]
     for s in stats:
         nodes = f"{s.nodes_before}->{s.nodes_after}"
-        lines.append(
-            f"{s.name:<12}{nodes:>14}{s.flops / 1e6:>12.3f}{s.bytes / 2**20:>10.3f}"
-            f"{s.peak_bytes / 2**20:>10.3f}{s.ms:>10.2f}"
-        )
+        lines.append(f"{s.name:<12}{nodes:>14}{human_count(s.flops):>12}{human_bytes(s.bytes):>12}"
+                     f"{human_bytes(s.peak_bytes):>12}{s.ms:>10.2f}")
     total = math.fsum(s.ms for s in stats)
-    lines.append(f"{'total':<12}{'':>14}{'':>12}{'':>10}{'':>10}{total:>10.2f}")
+    lines.append(f"{'total':<12}{'':>14}{'':>12}{'':>12}{'':>12}{total:>10.2f}")
     return "\n".join(lines)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from .graph import Graph, Node, Param
+from .numfmt import human_bytes, short_float
 from .program import Program
 from .types import dtype_of_numpy
 
@@ -29,7 +30,7 @@ def format_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
-        return repr(v)
+        return short_float(v)  # 0.1, not 0.09999999999999998 (1 - 0.9)
     if isinstance(v, (tuple, list)):
         return "[" + ",".join(format_value(x) for x in v) + "]"
     if v is None:
@@ -77,7 +78,7 @@ def format_program(p: Program) -> str:
     for entry in p.entries.values():
         text = format_graph(entry.graph)
         peak = entry.plan.get("peak_bytes") if entry.plan else None
-        header = f"# entry {entry.name}" + (f" (planned peak {peak} bytes at batch {entry.plan.get('batch')})" if peak else "")
+        header = f"# entry {entry.name}" + (f" (planned peak {human_bytes(peak)} at batch {entry.plan.get('batch')})" if peak else "")
         parts.append(header + "\n" + text)
     return "\n".join(parts)
 

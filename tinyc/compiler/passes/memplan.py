@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...ir.graph import Graph, Node, format_where
+from ...ir.numfmt import human_bytes
 from ...runtime.executor import buffer_sizes, pack  # the executor's own packing, so the plan reports what it allocates
 from ...runtime.kernels import VIEW_OPS  # the executor checks each view and copies where NumPy would
 from . import register_pass
@@ -312,27 +313,20 @@ def memory_report(graph_or_entry: Any, batch: int | None = None) -> dict[str, An
     }
 
 
-def _mb(n: int) -> str:
-    for unit, scale in (("MB", 2**20), ("KB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
-
-
 def format_memory_report(report: Mapping[str, Any]) -> str:
     """The report as text for `tinyc inspect --memory`."""
     at = report["peak_at"]
     lines = [f"entry {report['entry']} at batch {report['batch']}:",
-             f"  planned peak      {_mb(report['peak_bytes'])}"
+             f"  planned peak      {human_bytes(report['peak_bytes'])}"
              + (f" at %{at['value']} = {at['op']}  # {at['loc']}" if at else ""),
-             f"  arena (packed)    {_mb(report['arena_bytes'])}  (what the executor allocates)",
-             f"  without reuse     {_mb(report['no_reuse_bytes'])}",
-             f"  without in-place  {_mb(report['no_inplace_peak_bytes'])}",
-             f"  resident (inputs, params, state) {_mb(report['resident_bytes'])}",
+             f"  arena (packed)    {human_bytes(report['arena_bytes'])}  (what the executor allocates)",
+             f"  without reuse     {human_bytes(report['no_reuse_bytes'])}",
+             f"  without in-place  {human_bytes(report['no_inplace_peak_bytes'])}",
+             f"  resident (inputs, params, state) {human_bytes(report['resident_bytes'])}",
              f"  alive at the peak ({len(report['live_at_peak'])} values):"]
     for r in report["live_at_peak"]:
         saved = "  saved for backward" if r["saved_for_backward"] else ""
         saved += f"  (in {r['in_place_of']}'s array)" if r["in_place_of"] else ""
         where = format_where(r["loc"], r["note"], r["scope"])
-        lines.append(f"    %{r['value']:<6} {r['op']:<22} {r['type']:<20} {_mb(r['bytes']):>10}  # {where}{saved}")
+        lines.append(f"    %{r['value']:<6} {r['op']:<22} {r['type']:<20} {human_bytes(r['bytes']):>10}  # {where}{saved}")
     return "\n".join(lines)
