@@ -174,12 +174,12 @@ def eval(
     """Evaluate trained weights on a data set's test split: accuracy and a confusion matrix."""
     from ..runtime.executor import Executor
     from ..runtime.threads import resolve_threads
-    from ..runtime.trainer import eval_data, evaluate, load_weights
+    from ..runtime.trainer import eval_data, evaluate
 
     threads = resolve_threads(threads)  # a bad $TINYC_NUM_THREADS is refused before any work
     program = load(model, entry).program
     executor = Executor(program, threads=threads)
-    meta = load_weights(executor, program, str(weights))
+    meta = executor.load_weights(str(weights))
     dataset = _load_data(data, data_dir)
     result = evaluate(executor, program, eval_data(program, dataset.test), batch_size)
     trained = f" (after epoch {meta['epoch']})" if "epoch" in meta else ""

@@ -1,5 +1,9 @@
 """Crash-safe checkpoints in safetensors: parameters, optimizer state and training progress.
 
+A weights file is the same format holding only the trained parameters (no optimizer state, no
+progress), named as in the program, with metadata naming the program they belong to; any
+safetensors reader opens it.
+
 A checkpoint is written to a temporary file in the same folder, flushed, fsynced and renamed
 over the old one, so a reader sees either the old file or the new one, never a mix. The
 metadata records a SHA-256 of the tensor bytes, so a damaged file is refused rather than used.
@@ -10,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -95,6 +99,14 @@ def load_checkpoint(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 def check_compatible(tensors: Mapping[str, np.ndarray], expected: Mapping[str, tuple[tuple[int, ...], np.dtype]],
                      source: str = "checkpoint") -> None:
     """Refuse a checkpoint whose tensors do not match the program: name the parameter and both shapes."""
+    # a shape that differs says most about what went wrong: report it before missing or extra names
+    for name, (shape, dtype) in expected.items():
+        arr = tensors.get(name)
+        if arr is not None and (tuple(arr.shape) != tuple(shape) or arr.dtype != dtype):
+            raise CheckpointError(
+                f"{source}: parameter {name!r} is {arr.dtype}{list(arr.shape)} in the checkpoint"
+                f" but {np.dtype(dtype)}{list(shape)} in the program"
+            )
     missing = sorted(set(expected) - set(tensors))
     if missing:
         raise CheckpointError(f"{source}: no tensor for parameter {missing[0]!r}"
@@ -104,10 +116,34 @@ def check_compatible(tensors: Mapping[str, np.ndarray], expected: Mapping[str, t
     if extra:
         raise CheckpointError(f"{source}: tensor {extra[0]!r} is not a parameter of this program",
                               hint="was it saved from another model?")
-    for name, (shape, dtype) in expected.items():
-        arr = tensors[name]
-        if tuple(arr.shape) != tuple(shape) or arr.dtype != dtype:
-            raise CheckpointError(
-                f"{source}: parameter {name!r} is {arr.dtype}{list(arr.shape)} in the checkpoint"
-                f" but {np.dtype(dtype)}{list(shape)} in the program"
-            )
+
+
+WEIGHTS_KIND = "weights"  # meta["kind"] of a weights-only file
+
+
+def weights_signature(expected: Mapping[str, tuple[tuple[int, ...], np.dtype]]) -> str:
+    """A short digest of the parameters' names, dtypes and shapes: which programs weights fit."""
+    h = hashlib.sha256()
+    for name in sorted(expected):
+        shape, dtype = expected[name]
+        h.update(f"{name}:{np.dtype(dtype).str}:{list(shape)};".encode())
+    return h.hexdigest()[:16]
+
+
+def save_weights(path: str, weights: Mapping[str, np.ndarray], model: str = "") -> None:
+    """Write trained parameters only, with metadata naming the program (its model and parameter signature)."""
+    signature = weights_signature({k: (a.shape, a.dtype) for k, a in weights.items()})
+    save_checkpoint(path, weights, {"kind": WEIGHTS_KIND, "model": model, "params": signature,
+                                    "count": len(weights)})
+
+
+def read_weights(path: str, expected: Mapping[str, tuple[tuple[int, ...], np.dtype]],
+                 ignore: Collection[str] = ()) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The tensors of `expected` from a checkpoint or weights file, checked against it (the names in
+    `ignore`, the optimizer state, are skipped); a misfit names the parameter and both shapes."""
+    tensors, meta = load_checkpoint(path)
+    if isinstance(meta.get("weights"), list):  # a training checkpoint says which of its tensors are weights
+        ignore = set(ignore) | (set(tensors) - set(meta["weights"]))
+    tensors = {k: v for k, v in tensors.items() if k not in ignore}
+    check_compatible(tensors, expected, source=path)
+    return tensors, meta

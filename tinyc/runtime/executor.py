@@ -25,6 +25,7 @@ from ..ir.errors import CheckpointError, DataError, IRError, NumericsError, Tiny
 from ..ir.graph import Graph, Node
 from ..ir.ops import OPS
 from ..ir.program import Entry, Program
+from .checkpoint import read_weights, save_weights
 from .init import init_param
 from .kernels import KERNELS, VIEW_OPS
 from .threads import blas_threads, resolve_threads
@@ -243,6 +244,24 @@ class Executor:
         return _Compiled(input_bufs, instrs, outputs, snapshots, writes)
 
     # ------------------------------------------------------------------ state
+    @property
+    def weight_names(self) -> list[str]:
+        """The trained parameters (not optimizer state), in declaration order."""
+        return [name for name, p in self._specs.items() if p.kind == "param"]
+
+    def save_weights(self, path: str) -> None:
+        """Write the trained parameters only (safetensors, names as in the program), atomically."""
+        save_weights(path, {name: self.params[name] for name in self.weight_names}, self.program.meta.get("model", ""))
+
+    def load_weights(self, path: str) -> dict[str, Any]:
+        """Load the trained parameters from a checkpoint (its optimizer state is ignored) or a
+        weights file; returns the file's metadata. Nothing is written unless every parameter fits."""
+        names = self.weight_names
+        state = set(self.params) - set(names)
+        tensors, meta = read_weights(path, {n: (self.params[n].shape, self.params[n].dtype) for n in names}, state)
+        self.load_state_dict(tensors, strict=False)
+        return meta
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of every parameter and optimizer-state array, by name."""
         return {name: a.copy() for name, a in self.params.items()}

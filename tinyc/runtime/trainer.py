@@ -163,6 +163,7 @@ class Trainer:
             "config": _jsonable(self.config.run_settings()),
             "n": self.n,
             "model": self.program.meta.get("model", ""),
+            "weights": self.executor.weight_names,  # the rest is optimizer state (see Executor.load_weights)
         }
         save_checkpoint(path, self.executor.state_dict(), meta)
 
@@ -364,16 +365,6 @@ def evaluate(
         np.add.at(confusion, (labels[start : start + batch_size], pred), 1)
     total = int(confusion.sum())
     return EvalResult(float(np.trace(confusion)) / max(total, 1), confusion, total)
-
-
-def load_weights(executor: Executor, program: Program, path: str) -> dict[str, Any]:
-    """Load the predict entry's parameters from a checkpoint (optimizer state, if any, is ignored)."""
-    tensors, meta = load_checkpoint(path)
-    wanted = {p.name for p in program.entry(PREDICT_ENTRY).graph.params}
-    expected = {name: (a.shape, a.dtype) for name, a in executor.params.items() if name in wanted}
-    check_compatible({k: v for k, v in tensors.items() if k in wanted}, expected, source=path)
-    executor.load_state_dict({k: tensors[k] for k in wanted}, strict=False)
-    return meta
 
 
 def _logits_output(program: Program) -> str:
