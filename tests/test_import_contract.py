@@ -1,8 +1,10 @@
-"""The dependency direction: runtime -> ir only; ir -> nothing else of tinyc; neither uses networkx.
+"""The dependency direction: runtime -> ir only; ir -> nothing else of tinyc; neither uses networkx;
+compiler -> ir and the runtime's kernel tables (to fold constants and know which kernels may
+run in place), never the executor, models, cli or tinyc/__init__ (the front-end).
 
-Checked twice: dynamically (a subprocess that makes the forbidden packages unimportable, then
-imports every runtime module and runs a graph) and statically (every import statement, lazy
-ones inside functions included, of every file under tinyc/runtime and tinyc/ir).
+Checked twice: dynamically (a subprocess that makes the forbidden modules unimportable, then
+imports every module of the layer and runs a graph) and statically (every import statement, lazy
+ones inside functions included, of every file under tinyc/runtime, tinyc/ir and tinyc/compiler).
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ import tinyc
 
 PACKAGE = Path(tinyc.__file__).parent
 FORBIDDEN = ("tinyc.compiler", "tinyc.models", "tinyc.cli", "networkx")
+# the runtime modules the compiler may use: the kernel table and what it is built from
+KERNEL_TABLES = ("tinyc.runtime.kernels", "tinyc.runtime.fused_kernels", "tinyc.runtime.rowops")
+RUNTIME_MODULES = sorted(f"tinyc.runtime.{p.stem}" for p in (PACKAGE / "runtime").glob("*.py") if p.stem != "__init__")
+COMPILER_FORBIDDEN = ("tinyc.models", "tinyc.cli", "tinyc.frontend",
+                      *(m for m in RUNTIME_MODULES if m not in KERNEL_TABLES), "tinyc.runtime.datasets")
 
 RUNTIME_ALONE = textwrap.dedent(
     """
@@ -61,6 +68,53 @@ def test_runtime_imports_and_runs_without_compiler_models_cli_networkx():
     assert "imported" in proc.stdout
 
 
+COMPILER_ALONE = textwrap.dedent(
+    """
+    import importlib, importlib.abc, pkgutil, sys
+    import numpy as np
+
+    BLOCKED = {blocked!r}
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+                raise ImportError(f"forbidden import of {{name}} (the compiler depends on tinyc.ir only)")
+            return None
+
+    sys.meta_path.insert(0, Block())
+    sys.modules["tinyc"] = type(sys)("tinyc")  # an empty parent package: tinyc/__init__ never runs
+    sys.modules["tinyc"].__path__ = [{package!r}]
+
+    import tinyc.compiler
+    names = sorted({{m.name for m in pkgutil.walk_packages(tinyc.compiler.__path__, "tinyc.compiler.")}})
+    for name in names:
+        importlib.import_module(name)
+
+    from tinyc.compiler.driver import compile_graph
+    from tinyc.ir.builder import new_graph
+    from tinyc.ir import init
+    from tinyc.ir.train import SGD, optimizer_spec
+    with new_graph("g") as b:
+        x = b.input("x", ("B", 3))
+        w = b.param("w", (3, 2), init.ones())
+        graph = b.graph({{"loss": (x @ w).sum()}})
+    graph = graph.with_nodes(graph.nodes, meta={{**graph.meta, "loss": "loss", "optimizer": optimizer_spec(SGD(0.1))}})
+    program, _ = compile_graph(graph)
+    assert set(program.entries) == {{"train_step"}}
+    leaked = sorted(m for m in sys.modules if any(m == b or m.startswith(b + ".") for b in BLOCKED))
+    assert not leaked, leaked
+    print("imported", len(names), "compiler modules")
+    """
+)
+
+
+def test_compiler_imports_and_compiles_without_executor_models_cli_frontend():
+    script = COMPILER_ALONE.format(blocked=COMPILER_FORBIDDEN, package=str(PACKAGE))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "imported" in proc.stdout
+
+
 def test_blocker_catches_a_forbidden_import():
     # the harness itself: a module importing networkx must fail under the finder
     script = RUNTIME_ALONE.format(blocked=FORBIDDEN).replace("import tinyc as tc\n", "import networkx\n", 1)
@@ -87,7 +141,8 @@ def imported_modules(path: Path, package: str) -> list[tuple[int, str]]:
                 module = f"{base}.{node.module}" if node.module else base
             else:
                 module = node.module or ""
-            found.append((node.lineno, module))
+            if module != "tinyc":  # `from tinyc import x`: only x says what is used (a submodule or not)
+                found.append((node.lineno, module))
             found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
     return found
 
@@ -101,25 +156,28 @@ def _is_under(module: str, prefix: str) -> bool:
     return module == prefix or module.startswith(prefix + ".")
 
 
-# which parts of tinyc each layer may import ("tinyc" itself is the parent of every import below it)
-ALLOWED = {"runtime": ("tinyc.ir", "tinyc.runtime"), "ir": ("tinyc.ir",)}
+# which parts of tinyc each layer may import (never `tinyc` itself: that is the front-end), and
+# which outside packages it may not
+ALLOWED = {"runtime": ("tinyc.ir", "tinyc.runtime"), "ir": ("tinyc.ir",),
+           "compiler": ("tinyc.ir", "tinyc.compiler", *KERNEL_TABLES)}
+OUTSIDE = {"runtime": ("networkx",), "ir": ("networkx",), "compiler": ()}
 FILES = [(layer, p) for layer in ALLOWED for p in sorted((PACKAGE / layer).glob("**/*.py"))]
 
 
-def violations(path: Path, package: str, allowed: tuple[str, ...]) -> list[str]:
+def violations(path: Path, package: str, allowed: tuple[str, ...], outside: tuple[str, ...] = ("networkx",)) -> list[str]:
     bad = []
     for line, module in imported_modules(path, package):
         where = f"{package}/{path.name}:{line}"
-        if any(_is_under(module, f) for f in FORBIDDEN):
+        if any(_is_under(module, f) for f in outside):
             bad.append(f"{where} imports {module}")
-        elif _is_under(module, "tinyc") and module != "tinyc" and not any(_is_under(module, a) for a in allowed):
+        elif _is_under(module, "tinyc") and not any(_is_under(module, a) for a in allowed):
             bad.append(f"{where} imports {module} (only {', '.join(allowed)} allowed here)")
     return bad
 
 
 @pytest.mark.parametrize("layer,path", FILES, ids=[str(p.relative_to(PACKAGE)) for _, p in FILES])
 def test_no_forbidden_imports(layer, path):
-    assert not violations(path, _package_of(path), ALLOWED[layer])
+    assert not violations(path, _package_of(path), ALLOWED[layer], OUTSIDE[layer])
 
 
 def test_scanner_resolves_relative_and_lazy_imports(tmp_path):
@@ -137,3 +195,7 @@ def test_scanner_resolves_relative_and_lazy_imports(tmp_path):
         "tinyc.frontend (only tinyc.ir, tinyc.runtime allowed here)"
     ]
     assert len(violations(src, "tinyc.ir", ALLOWED["ir"])) == 1  # the ir layer may not use the front-end either
+    src.write_text("import tinyc\nfrom .. import __version__\nfrom ..runtime.kernels import KERNELS\n"
+                   "from ..runtime.executor import pack\nimport networkx\n")
+    bad = [v.split(" imports ")[1].split(" ")[0] for v in violations(src, "tinyc.compiler", ALLOWED["compiler"], ())]
+    assert bad == ["tinyc", "tinyc.__version__", "tinyc.runtime.executor", "tinyc.runtime.executor.pack"]

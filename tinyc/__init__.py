@@ -20,8 +20,8 @@ from .ir.errors import (
 from .ir.graph import Graph
 from .ir.train import Train
 from .ir.types import TensorType
+from .ir.version import __version__
 
-__version__ = "0.1.0"
 
 # the public front-end; everything else is reached through its module (tinyc.models, tinyc.runtime, ...)
 __all__ = [

@@ -14,19 +14,17 @@ import tinyc as tc
 from tests.ir.graphgen import Chooser, build_graph
 from tinyc.compiler.driver import compile_graph
 from tinyc.compiler.passes.memplan import (
-    INPLACE_INPUTS,
-    INPLACE_SAFE,
     format_memory_report,
     lifetimes,
     memory_report,
     memplan,
 )
 from tinyc.ir.builder import new_graph
-from tinyc.ir.ops import OPS
 from tinyc.ir.program import Entry, Program
 from tinyc.ir.train import optimizer_spec
 from tinyc.runtime import Executor
-from tinyc.runtime.executor import arena_layout, pack
+from tinyc.ir.arena import pack
+from tinyc.runtime.arena import arena_layout
 from tinyc.runtime.reference import run_graph
 
 
@@ -151,11 +149,6 @@ def test_planned_peak_below_no_reuse_and_report():
     assert any(r["saved_for_backward"] for r in report["live_at_peak"])
     text = format_memory_report(report)
     assert "planned peak" in text and "arena (packed)" in text and "saved for backward" in text
-
-
-def test_inplace_ops_are_elementwise_ops():
-    assert INPLACE_SAFE <= set(OPS) and set(INPLACE_INPUTS) <= set(OPS)
-    assert all(k < len(OPS[op].inputs) for op, ks in INPLACE_INPUTS.items() for k in ks)
 
 
 def test_step_allocates_little_beyond_the_plan():

@@ -10,7 +10,7 @@ import pytest
 
 from tinyc.ir.ops import OPS, canonical_attrs, infer_type
 from tinyc.ir.types import TensorType, dtype_of_numpy
-from tinyc.runtime.kernels import KERNELS
+from tinyc.runtime.kernels import COPIES, GEMMS, INPLACE_INPUTS, INPLACE_SAFE, KERNELS, VIEW_OPS
 
 RNG = np.random.default_rng(1234)
 FLOATS = (np.float32, np.float64)
@@ -195,6 +195,7 @@ CASES: dict[str, Callable[[type], list[Case]]] = {
             lambda c, a, b: np.array([[a[i, j] if c[i, 0] else b[j] for j in range(4)] for i in range(3)]),
         ),
         ([arr((5,), np.bool_), arr((5,), dt), arr((), dt)], {}, lambda c, a, b: c * a + ~c * b),
+        ([arr((5,), np.bool_), arr((), dt), arr((5,), dt)], {}, lambda c, a, b: c * a + ~c * b),
     ],
     "cast": lambda dt: [
         ([arr((3, 4), dt, -5, 5)], {"dtype": "i64"}, lambda x: np.trunc(x).astype(np.int64)),
@@ -446,23 +447,33 @@ def test_softmax_cross_entropy_grad_matches_finite_differences(reduction):
 # --------------------------------------------------------------------------- in place and fast paths
 
 
-def test_inplace_inputs_may_be_the_output():
-    # the memory plan writes these kernels' results over the named inputs (memplan.INPLACE_INPUTS)
-    from tinyc.compiler.passes.memplan import INPLACE_INPUTS
+def test_kernel_fact_tables_name_kernels():
+    for table in (VIEW_OPS, GEMMS, COPIES, INPLACE_SAFE, set(INPLACE_INPUTS)):
+        assert table <= set(KERNELS) and table <= set(OPS)
+    assert all(0 <= k < len(OPS[op].inputs) for op, ks in INPLACE_INPUTS.items() for k in ks)
 
-    for op, positions in INPLACE_INPUTS.items():
-        for dt in FLOATS:
-            for inputs, attrs, _ in CASES[op](dt):
-                in_types = [TensorType(dtype_of_numpy(a.dtype), a.shape) for a in inputs]
-                canon = canonical_attrs(op, in_types, attrs)
-                want = KERNELS[op](*inputs, **canon)
-                for k in positions:
-                    if inputs[k].shape != want.shape:
-                        continue
-                    ins = [a.copy() for a in inputs]
-                    res = KERNELS[op](*ins, out=ins[k], **canon)
-                    assert res is ins[k]
-                    np.testing.assert_array_equal(res, want, err_msg=f"{op} over input {k}")
+
+INPLACE = {**{op: tuple(range(len(OPS[op].inputs))) for op in INPLACE_SAFE}, **INPLACE_INPUTS}
+
+
+@pytest.mark.parametrize("op", sorted(INPLACE))
+def test_inplace_inputs_may_be_the_output(op):
+    # the memory plan writes these kernels' results over the named inputs (INPLACE_SAFE: any)
+    checked = set()
+    for dt in FLOATS:
+        for inputs, attrs, _ in CASES[op](dt):
+            in_types = [TensorType(dtype_of_numpy(a.dtype), a.shape) for a in inputs]
+            canon = canonical_attrs(op, in_types, attrs)
+            want = KERNELS[op](*inputs, **canon)
+            for k in INPLACE[op]:
+                if inputs[k].shape != want.shape or inputs[k].dtype != want.dtype:
+                    continue  # the plan reuses only an input of the result's type
+                ins = [a.copy() for a in inputs]
+                res = KERNELS[op](*ins, out=ins[k], **canon)
+                assert res is ins[k]
+                np.testing.assert_array_equal(res, want, err_msg=f"{op} over input {k}")
+                checked.add(k)
+    assert checked == set(INPLACE[op]) - ({0} if op == "where" else set())  # where's condition is bool
 
 
 @pytest.mark.parametrize("size", [0, 1, 5, 16384, 16384 * 2 + 7])
@@ -472,5 +483,5 @@ def test_relu_matches_maximum_across_block_sizes(size):
     want = np.maximum(x, np.float32(0))
     np.testing.assert_array_equal(KERNELS["relu"](x), want)
     np.testing.assert_array_equal(KERNELS["relu"](x.reshape(1, -1)[:, ::-1][:, ::-1]), want.reshape(1, -1))
-    KERNELS["relu"](x, out=x)  # in place (memplan.INPLACE_SAFE)
+    KERNELS["relu"](x, out=x)  # in place (INPLACE_SAFE)
     np.testing.assert_array_equal(x, want)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from ..ir.version import __version__
 from . import compile_cmd, inspect_cmd, train_cmd
 from .errors import set_debug
 
@@ -25,8 +26,6 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from .. import __version__
-
         typer.echo(f"tinyc {__version__}")
         raise typer.Exit()
 

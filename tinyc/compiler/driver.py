@@ -20,9 +20,9 @@ from typing import Any
 from ..ir.builder import Tensor, new_graph
 from ..ir.errors import ModelFileError, TinycError
 from ..ir.graph import Graph
-from ..ir.program import Entry, Program
+from ..ir.program import PREDICT_ENTRY, TRAIN_ENTRY, Entry, Program
 from ..ir.train import Train, optimizer_spec
-from ..runtime.executor import PREDICT_ENTRY, TRAIN_ENTRY
+from ..ir.version import __version__
 from . import manager
 from .graphutil import live_values
 from .passes.dce import dce
@@ -142,8 +142,6 @@ def compile_graph(graph: Graph, on_pass: Callable | None = None) -> tuple[Progra
     `on_pass(index, name, graph, stats)` is the pass manager's hook; it sees train_step's passes
     first, then predict's (`index` restarts at 0 with each entry, in ENTRIES order).
     """
-    from .. import __version__
-
     batch = (graph.meta.get("train") or {}).get("batch_size")
     data, labels = split_inputs(graph)
 

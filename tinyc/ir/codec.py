@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import sys
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -35,6 +34,7 @@ from .graph import Graph, Input, Node, Param
 from .ops import OPS
 from .program import Entry, Program
 from .types import DTYPES, TensorType
+from .version import __version__
 from .verify import verify
 
 FORMAT = "tinyc.ir"
@@ -72,8 +72,7 @@ def save_program(program: Program, path: str | os.PathLike) -> None:
 
 
 def _header() -> dict:
-    tinyc = sys.modules.get("tinyc")
-    return {"format": FORMAT, "version": FORMAT_VERSION, "producer": f"tinyc {getattr(tinyc, '__version__', '?')}"}
+    return {"format": FORMAT, "version": FORMAT_VERSION, "producer": f"tinyc {__version__}"}
 
 
 def _pack(doc: dict) -> bytes:

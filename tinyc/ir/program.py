@@ -12,6 +12,10 @@ from typing import Any
 
 from .graph import Graph
 
+# The entries `tinyc compile` makes and the runtime runs, and the learning-rate input the
+# `optimizer` pass adds to the training step (the executor feeds it each step).
+TRAIN_ENTRY, PREDICT_ENTRY, LR_INPUT = "train_step", "predict", "lr"
+
 
 @dataclass(frozen=True)
 class Entry:

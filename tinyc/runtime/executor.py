@@ -3,8 +3,8 @@
 Per entry and per binding of the symbolic dims (the batch size), it builds once a flat list of
 instructions `(kernel bound to its attributes and output buffer, input arrays, output array,
 node)`. Buffers follow the entry's memory plan (see `tinyc.compiler.passes.memplan`): one raw
-byte arena per binding, each planned buffer placed at a byte offset (`pack`: greedy by size over
-the buffers' live intervals) and viewed as each value's dtype and shape. A step then is: copy the feeds into
+byte arena per binding, each planned buffer placed at a byte offset (`tinyc.runtime.arena`) and
+viewed as each value's dtype and shape. A step then is: copy the feeds into
 the input buffers, call every kernel, copy outputs out and write updates into the parameter
 arrays. No graph walking, shape arithmetic or allocation of planned values happens per step.
 
@@ -13,7 +13,6 @@ Imports only `tinyc.ir` and the runtime (never the compiler, models, cli or netw
 
 from __future__ import annotations
 
-from bisect import insort
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -24,13 +23,12 @@ import numpy as np
 from ..ir.errors import CheckpointError, DataError, IRError, NumericsError, TinycError
 from ..ir.graph import Graph, Node
 from ..ir.ops import OPS
-from ..ir.program import Entry, Program
+from ..ir.program import LR_INPUT, PREDICT_ENTRY, TRAIN_ENTRY, Entry, Program
+from .arena import arena_layout
 from .checkpoint import read_weights, save_weights
 from .init import init_param
 from .kernels import KERNELS, VIEW_OPS
 from .threads import blas_threads, resolve_threads
-
-TRAIN_ENTRY, PREDICT_ENTRY, LR_INPUT = "train_step", "predict", "lr"
 
 
 def load(path: str) -> Program:
@@ -286,65 +284,6 @@ class Executor:
             checked[name] = a
         for name, a in checked.items():  # all checked before any is written
             np.copyto(self.params[name], a)
-
-
-ALIGN = 64  # bytes: every buffer starts on a cache line (and any dtype's itemsize)
-
-
-def buffer_sizes(plan: Mapping[str, Any], nbytes) -> list[int]:
-    """Bytes of each planned buffer: the largest of its values, `nbytes(value)` each."""
-    lives, slots = plan.get("buffers"), plan.get("slots", {})
-    count = len(lives) if lives is not None else 1 + max((s for s in slots.values() if isinstance(s, int)), default=-1)
-    sizes = [0] * count
-    for v, s in slots.items():
-        if not isinstance(s, int) or not 0 <= s < len(sizes):
-            raise IRError(f"memory plan places %{v} in buffer {s!r}, but the plan has no such buffer")
-        sizes[s] = max(sizes[s], nbytes(v))
-    return sizes
-
-
-def pack(sizes: list[int], lives: list[tuple[int, int]] | None, align: int = ALIGN) -> tuple[list[int], int]:
-    """(byte offset of each buffer, arena bytes): buffers whose live intervals [first, last]
-    overlap get disjoint byte ranges. Greedy by size (largest first), each at the start of the
-    smallest gap between already placed overlapping buffers that fits it, else above them all.
-    Without `lives` every buffer is alive throughout (each its own range)."""
-    n = len(sizes)
-    lives = lives if lives is not None else [(0, 1 << 62)] * n
-    rounded = [-(-max(size, 1) // align) * align for size in sizes]
-    order = sorted(range(n), key=lambda b: (-rounded[b], lives[b][0], b))
-    offsets = [0] * n
-    placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last), kept sorted by offset
-    top = 0
-    for b in order:
-        first, last = lives[b]
-        size = rounded[b]
-        best, best_gap, end = None, None, 0
-        for start, stop, f, l in placed:
-            if f > last or l < first:
-                continue  # never alive together: may share bytes
-            gap = start - end
-            if gap >= size and (best_gap is None or gap < best_gap):
-                best, best_gap = end, gap
-            end = max(end, stop)
-        offsets[b] = end if best is None else best
-        insort(placed, (offsets[b], offsets[b] + size, first, last))
-        top = max(top, offsets[b] + size)
-    return offsets, top
-
-
-def arena_layout(plan: Mapping[str, Any], types, bindings: Mapping[str, int]) -> tuple[list[int], np.ndarray]:
-    """(byte offset of each planned buffer, the arena holding them all) at `bindings`."""
-    def nbytes(v: str) -> int:
-        t = types.get(v)
-        if t is None:
-            raise IRError(f"memory plan places %{v} in a buffer, but the entry has no such value")
-        return int(np.prod(t.concrete(bindings), dtype=np.int64)) * t.np_dtype.itemsize
-
-    lives = plan.get("buffers")
-    offsets, total = pack(buffer_sizes(plan, nbytes), [tuple(x) for x in lives] if lives is not None else None)
-    raw = np.empty(total + ALIGN, np.uint8)
-    skip = -raw.ctypes.data % ALIGN  # the arena's first byte on an ALIGN boundary
-    return offsets, raw[skip:skip + total]
 
 
 def _resolve_attrs(node: Node, graph: Graph, bindings: Mapping[str, int]) -> dict[str, Any]:

@@ -321,9 +321,24 @@ def softmax_cross_entropy_grad(
     return np.asarray(np.multiply(g, scale.astype(logits.dtype, copy=False), out=out))
 
 
+# --------------------------------------------------------------------------- kernel facts
+# What the memory plan (`tinyc.compiler.passes.memplan`) may rely on about these kernels; the
+# tests hold each kernel to its entry here.
+
 # Ops whose kernel, called without `out`, returns a view of its input (reshape: of a C-contiguous
 # input); the memory plan may make their results views (`alias`) rather than buffers.
 VIEW_OPS = frozenset(("reshape", "expand_dims", "squeeze", "transpose", "slice"))
+# Readers of a strided view at full speed: GEMMs take a transposed operand as BLAS flags
+# (NumPy's matmul passes strides to BLAS when one of the last two dims is unit-stride).
+GEMMS = frozenset(("matmul", "matmul_t", "matmul_bias", "matmul_t_sum"))
+# Readers that copy a strided view in one pass anyway (a transpose read only by them is a view).
+COPIES = frozenset(("reshape", "concat"))
+# Ops whose kernel is one NumPy ufunc (or computes fully before writing): `out` may alias any input.
+INPLACE_SAFE = frozenset(("add", "sub", "mul", "div", "pow", "maximum", "neg", "sqrt", "exp", "log", "relu", "where"))
+# Fused kernels that may write over some of their inputs only: op -> those input positions
+# (each kernel reads such an input fully before its first write to `out`; see fused_kernels.py).
+INPLACE_INPUTS = {"relu_grad": (0, 1), "affine": (0,), "layer_norm_grad_scaled": (1,), "softmax_grad": (1,),
+                  "axpby": (0,), "adam_param": (0,)}  # the optimizer's states and parameters updated in place
 
 # --------------------------------------------------------------------------- the table
 

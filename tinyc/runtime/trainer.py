@@ -25,10 +25,10 @@ import numpy as np
 
 from ..ir.errors import CheckpointError, DataError, NumericsError, TinycError
 from ..ir.fileio import atomic_write, remove_stale_temps
-from ..ir.program import Program
+from ..ir.program import LR_INPUT, PREDICT_ENTRY, TRAIN_ENTRY, Program
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .datasets import bind, epoch_order
-from .executor import LR_INPUT, PREDICT_ENTRY, TRAIN_ENTRY, Executor
+from .executor import Executor
 from .schedules import SCHEDULES, lr_at
 
 TIMING_KEYS = ("epoch_seconds", "examples_per_s")  # the history fields that differ between identical runs

@@ -7,7 +7,7 @@ each node output lives while the program runs:
   over the one before it (`reuse_input`). `buffers[i]` = [first, last]: the node steps from the
   buffer's first write to its last read (alias lifetimes included). The executor sizes each
   buffer per batch size (from the value types) and packs them all into one arena by byte
-  offset (`tinyc.runtime.executor.pack`): buffers with overlapping lives get disjoint bytes.
+  offset (`tinyc.ir.arena.pack`): buffers with overlapping lives get disjoint bytes.
 - `inplace`: value -> parameter: the value is written straight into that parameter's array
   (an elementwise update such as `p - lr * g` whose input `p` is read for the last time there).
 - `reuse_input`: value -> input value: an elementwise node writes over an input that dies there
@@ -37,23 +37,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...ir.graph import Graph, Node, format_where
+from ...ir.arena import buffer_sizes, pack  # the executor's own packing, so the plan reports what it allocates
 from ...ir.numfmt import human_bytes
-from ...runtime.executor import buffer_sizes, pack  # the executor's own packing, so the plan reports what it allocates
-from ...runtime.kernels import VIEW_OPS  # the executor checks each view and copies where NumPy would
+# facts of the kernels the plan relies on (the executor checks each view and copies where NumPy would)
+from ...runtime.kernels import COPIES, GEMMS, INPLACE_INPUTS, INPLACE_SAFE, VIEW_OPS
 from . import register_pass
 
 DEFAULT_BATCH = 64
-# Consumers that read a strided view at full speed: GEMMs take a transposed operand as BLAS
-# flags (NumPy's matmul passes strides to BLAS when one of the last two dims is unit-stride).
-GEMMS = frozenset(("matmul", "matmul_t", "matmul_bias", "matmul_t_sum"))
-# Readers that copy a strided view in one pass anyway (a transpose read only by them is a view).
-COPIES = frozenset(("reshape", "concat"))
-# Ops whose kernel is one NumPy ufunc (or computes fully before writing): `out` may alias an input.
-INPLACE_SAFE = frozenset(("add", "sub", "mul", "div", "pow", "maximum", "neg", "sqrt", "exp", "log", "relu", "where"))
-# Fused kernels that may write over some of their inputs only: op -> those input positions
-# (each kernel reads such an input fully before its first write to `out`; see fused_kernels.py).
-INPLACE_INPUTS = {"relu_grad": (0, 1), "affine": (0,), "layer_norm_grad_scaled": (1,), "softmax_grad": (1,),
-                  "axpby": (0,), "adam_param": (0,)}  # the optimizer's states and parameters updated in place
 GRAD_NOTE = "grad of"
 
 

@@ -14,7 +14,7 @@ from ...ir import init as init_rules
 from ...ir.builder import Builder, Tensor
 from ...ir.errors import IRError
 from ...ir.graph import Graph, Param
-from ...runtime.executor import LR_INPUT  # the executor feeds it: one name for both
+from ...ir.program import LR_INPUT  # the executor feeds it: one name for both
 from . import register_pass
 
 GRAD_PREFIX = "grad."
