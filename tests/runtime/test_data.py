@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import gzip
 import hashlib
@@ -19,7 +18,7 @@ import pytest
 
 from tinyc.ir.errors import DataError
 from tinyc.ir.types import TensorType
-from tinyc.runtime.datasets import DATASETS, Split, batches, bind, cache, epoch_order, load_dataset, mnist_pkl
+from tinyc.runtime.datasets import Split, batches, bind, cache, epoch_order, load_dataset, mnist_pkl
 from tinyc.runtime.datasets.idx import read_idx
 
 RNG = np.random.default_rng(0)
@@ -127,10 +126,9 @@ def test_read_idx_wrong_kind(tmp_path):
 
 def test_fashion_mnist_search_paths(tmp_path, monkeypatch):
     monkeypatch.delenv("TINYC_DATA_DIR", raising=False)
-    system = tmp_path / "system"
+    system = tmp_path / "system" / "fashion-mnist"
     raw = make_idx_folder(system, n_train=20, n_test=10, gz=True)
-    info = dataclasses.replace(DATASETS["fashion-mnist"], system_dirs=(str(system),))
-    monkeypatch.setitem(DATASETS, "fashion-mnist", info)
+    monkeypatch.setenv("TINYC_SYSTEM_DATA", str(tmp_path / "system"))
     ds = load_dataset("fashion-mnist", data_dir=str(tmp_path / "empty"))
     assert str(system) in ds.source
     np.testing.assert_array_equal(ds.test["label"], raw["test"][1])
@@ -138,9 +136,8 @@ def test_fashion_mnist_search_paths(tmp_path, monkeypatch):
     make_idx_folder(tmp_path / "env" / "fashion-mnist", n_train=7, n_test=3)
     monkeypatch.setenv("TINYC_DATA_DIR", str(tmp_path / "env"))
     assert len(load_dataset("fashion-mnist").train) == 7
-    info = dataclasses.replace(info, system_dirs=())
-    monkeypatch.setitem(DATASETS, "fashion-mnist", info)
-    with pytest.raises(DataError, match="not found"):
+    monkeypatch.setenv("TINYC_SYSTEM_DATA", str(tmp_path / "elsewhere"))
+    with pytest.raises(DataError, match=f"not found; .*{tmp_path / 'elsewhere' / 'fashion-mnist'}: no such folder"):
         load_dataset("fashion-mnist", data_dir=str(tmp_path / "empty"))
 
 

@@ -12,22 +12,30 @@ from .dataset import Dataset, scaled_split
 from .idx import IDX_FILES, idx_files_present, read_idx_folder
 
 
+# Debian's dataset-* packages install their files in /usr/share/datasets/<name>; $TINYC_SYSTEM_DATA
+# moves that root (tests point it at an empty folder, so they never depend on what is installed).
+SYSTEM_DATA_ENV = "TINYC_SYSTEM_DATA"
+SYSTEM_DATA_DEFAULT = "/usr/share/datasets"
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Where a named data set may be found: a subfolder of the data dir, system folders, a fetcher."""
+    """Where a named data set may be found: a subfolder of the data dir, of the system data root, a fetcher."""
 
     description: str
     subdir: str
-    system_dirs: tuple[str, ...] = ()
+    system: bool = False  # a Debian package installs it under the system data root
     fetchable: bool = False  # obtainable through the package registry (and then cached)
 
+    def system_dirs(self) -> list[str]:
+        """The system folders that may hold the IDX files."""
+        root = os.environ.get(SYSTEM_DATA_ENV) or SYSTEM_DATA_DEFAULT
+        return [os.path.join(root, self.subdir)] if self.system else []
 
-# The named data sets. Debian's package dataset-fashion-mnist installs the IDX files in /usr/share/datasets.
+
 DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo("MNIST handwritten digits", "mnist", fetchable=True),
-    "fashion-mnist": DatasetInfo(
-        "Fashion-MNIST clothing images", "fashion-mnist", system_dirs=("/usr/share/datasets/fashion-mnist",)
-    ),
+    "fashion-mnist": DatasetInfo("Fashion-MNIST clothing images", "fashion-mnist", system=True),
 }
 IDX_SPEC_PREFIX = "idx:"
 IDX_NAMES = ", ".join(f"{n}[.gz]" for pair in IDX_FILES.values() for n in pair)
@@ -41,7 +49,7 @@ def search_dirs(info: DatasetInfo, data_dir: str | None) -> list[str]:
     """The folders searched for IDX files: data_dir (else $TINYC_DATA_DIR), each also with the subfolder."""
     roots = [data_dir] if data_dir else [d for d in os.environ.get("TINYC_DATA_DIR", "").split(os.pathsep) if d]
     dirs = [d for root in roots for d in (root, os.path.join(root, info.subdir))]
-    return dirs + list(info.system_dirs)
+    return dirs + info.system_dirs()
 
 
 def cache_path(name: str, cache_dir: str | None = None) -> str:
@@ -100,7 +108,7 @@ def load_dataset(spec: str, data_dir: str | None = None, cache_dir: str | None =
         )
     else:
         hint = f"set --data-dir or TINYC_DATA_DIR to a folder with the IDX files ({IDX_NAMES})"
-        if info.system_dirs:
-            hint += f", or install Debian's package dataset-{spec} (it puts them in {info.system_dirs[0]})"
+        if info.system:
+            hint += f", or install Debian's package dataset-{spec} (it puts them in {info.system_dirs()[0]})"
     # one line: the CLI shows an error's first line (the rest only with --debug)
     raise DataError(f"data set {spec} ({info.description}) not found; tried: {'; '.join(tried)}", hint=hint)
