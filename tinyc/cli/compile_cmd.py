@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..ir.fileio import atomic_write, check_output_folder, check_outputs
 from .errors import DebugOption, EntryOption, fail, handles_errors
 from .output import echo, human_bytes, table
 from .session import Compiled, compile_model
@@ -38,8 +39,9 @@ def compile(
     if model.suffix == ".ir":
         raise fail(f"{model} is a compiled program, not a model file", hint=f"tinyc inspect {model}")
     out = output if output is not None else Path(model.stem + ".ir")
-    if not out.parent.is_dir():  # say so before compiling, not after
-        raise fail(f"cannot write {out}: no folder {out.parent}")
+    check_outputs([("", out)], inputs=[model])  # before compiling, not after
+    if dump_dir is not None:
+        check_output_folder(dump_dir, "--dump-dir")
     compiled = compile_model(model, entry)
     if dump_dir is not None:
         write_dumps(compiled, dump_dir)
@@ -69,7 +71,7 @@ def write_dumps(compiled: Compiled, dump_dir: Path) -> None:
         folder = dump_dir / entry_name
         folder.mkdir(parents=True, exist_ok=True)
         for index, (pass_name, graph) in enumerate(steps):
-            (folder / f"{index:02d}-{pass_name}.txt").write_text(format_graph(graph))
+            atomic_write(folder / f"{index:02d}-{pass_name}.txt", format_graph(graph).encode())
 
 
 def print_passes() -> None:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..ir.fileio import check_outputs
 from ..ir.train import SCHEDULES
 from .errors import INTERRUPTED, DebugOption, EntryOption, handles_errors, opt
 from .output import echo, table
@@ -63,6 +64,9 @@ def run(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from --checkpoint (same result as no break).")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start over although --checkpoint holds an earlier run.")
+    ] = False,
     metrics_out: Annotated[
         Path | None, opt("--metrics-out", "Write one JSON line per epoch to FILE.", metavar="FILE")
     ] = None,
@@ -78,6 +82,7 @@ def run(
     from ..runtime.trainer import RunConfig, Trainer
 
     threads = resolve_threads(threads)  # a bad $TINYC_NUM_THREADS is refused before any work
+    check_outputs([("--checkpoint", checkpoint), ("--metrics-out", metrics_out)], inputs=[model])
     program = load(model, entry).program
     config = RunConfig.from_program(
         program,
@@ -90,6 +95,7 @@ def run(
         limit=limit,
         shuffle=False if no_shuffle else None,
         resume=resume,
+        overwrite=overwrite,
         checkpoint=str(checkpoint) if checkpoint else None,
         metrics_out=str(metrics_out) if metrics_out else None,
         check_numerics=check_numerics,

@@ -49,3 +49,7 @@ class NumericsError(TinycError):
 
 class ModelFileError(TinycError):
     """A model file that cannot be imported or does not return `tc.Train`."""
+
+
+class OutputError(TinycError):
+    """An output path that cannot be written, or whose writing would destroy an input or earlier work."""

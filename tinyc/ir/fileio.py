@@ -1,28 +1,128 @@
-"""Crash-safe file writing, shared by the `.ir` codec, checkpoints, caches and metrics."""
+"""Every file tinyc writes goes through here: checked up front, written crash-safe, never destructive.
+
+- `check_output(path, inputs)` says before any work whether `path` can be written: not a folder,
+  its folder exists and takes new files, not one of the command's `inputs` (same file, however
+  named). Every command calls it for every output it will write (`-o`, `--checkpoint`,
+  `--metrics-out`, ...), so the user's mistake costs no compile and no epoch.
+- `atomic_write(path, data)` writes a regular file atomically (temporary file, fsync, rename); a
+  symlink is written through (its target is replaced atomically, the link kept); a character
+  device or FIFO (`/dev/null`, `>(cmd)`) is written into, as every Unix tool does, never replaced.
+- A writer holds an advisory lock on its temporary file, so `remove_stale_temps` only deletes the
+  temporaries of writers that died; `hold_lock(path)` keeps a second run off the same checkpoint.
+
+Errors name the user's path, never a temporary file.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
+import stat
 import tempfile
+from collections.abc import Iterable, Iterator
+
+from .errors import OutputError
+
+
+def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), what: str = "") -> None:
+    """OutputError unless `path` can be written without losing anything (see the module doc).
+
+    `what` names the option in the message (`--checkpoint`), so the user knows which path it is.
+    """
+    shown = os.fspath(path)
+    label = _label(what, shown)
+    target = _target(shown)
+    mode = _mode(target)
+    if mode is not None and stat.S_ISDIR(mode):
+        raise OutputError(f"cannot write {label}: it is a folder", hint="give a file name inside it")
+    for source in inputs:
+        if mode is not None and _same_file(target, os.fspath(source)):
+            raise OutputError(f"refusing to write {label}: it is the input {os.fspath(source)}",
+                              hint="write the output to another path")
+    if mode is not None and _writes_into(mode):
+        if not os.access(target, os.W_OK):
+            raise OutputError(f"cannot write {label}: permission denied")
+        return
+    if mode is not None and not stat.S_ISREG(mode):
+        raise OutputError(f"cannot write {label}: not a regular file, device or pipe")
+    folder = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(folder):
+        raise OutputError(f"cannot write {label}: no folder {os.path.dirname(shown) or folder}")
+    try:  # a real probe: os.access says yes to root on a read-only file system
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(target), suffix=_TEMP_SUFFIX)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"cannot write {label}: folder {folder} does not take new files ({e.strerror})") from None
+
+
+def check_outputs(outputs: Iterable[tuple[str, str | os.PathLike | None]],
+                  inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """`check_output` for each `(what, path)` of a command (None: not asked for), and no two
+    outputs the same file."""
+    inputs = [os.fspath(i) for i in inputs]
+    seen: list[tuple[str, str]] = []
+    for what, path in outputs:
+        if path is None:
+            continue
+        path = os.fspath(path)
+        check_output(path, inputs, what)
+        mode = _mode(_target(path))
+        if mode is not None and _writes_into(mode):
+            continue  # /dev/null may take every output
+        for other_what, other in seen:
+            if _target(os.path.abspath(path)) == _target(os.path.abspath(other)) or _same_file(path, other):
+                raise OutputError(f"{_label(what, path)} is also {_label(other_what, other)}",
+                                  hint="give each output its own path")
+        seen.append((what, path))
+
+
+def check_output_folder(path: str | os.PathLike, what: str = "") -> None:
+    """OutputError unless `path` is a folder or can become one (files are then written inside it)."""
+    shown = os.fspath(path)
+    label = _label(what, shown)
+    existing = os.path.abspath(shown)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise OutputError(f"cannot write into {label}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write into {label}: folder {existing} is not writable")
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` so that a crash at any moment leaves the old file or the new one:
-    a temporary file in the same folder, flushed and fsynced, then renamed over `path`."""
-    path = os.fspath(path)
-    if os.path.isdir(path):  # else the rename fails naming our temporary file, not the user's path
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(path), suffix=_TEMP_SUFFIX)
+    a temporary file in the same folder, flushed and fsynced, then renamed over `path`. A symlink
+    is followed (the link stays); a character device or FIFO is written into directly."""
+    shown = os.fspath(path)
+    target = _target(shown)
+    mode = _mode(target)
+    try:
+        if mode is not None and stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if mode is not None and _writes_into(mode):
+            with open(target, "wb") as f:
+                f.write(data)
+            return
+        folder = os.path.dirname(os.path.abspath(target))
+        os.makedirs(folder, exist_ok=True)
+        _replace(target, folder, data)
+    except OSError as e:  # name the user's path, not the link target or our temporary file
+        raise type(e)(e.errno, e.strerror or str(e), shown) from None
+
+
+def _replace(target: str, folder: str, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(target), suffix=_TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # live: remove_stale_temps leaves it alone
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; these are ordinary user files
-        os.replace(tmp, path)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; these are ordinary user files
+            os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -38,17 +138,83 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
 
 
 def remove_stale_temps(path: str | os.PathLike) -> None:
-    """Delete the temporary files that a killed `atomic_write(path, ...)` left behind."""
-    folder, prefix = os.path.dirname(os.path.abspath(path)), _temp_prefix(path)
+    """Delete the temporary files that a killed `atomic_write(path, ...)` left behind; a live
+    writer's (its lock is held) is kept."""
+    target = _target(os.fspath(path))
+    folder, prefix = os.path.dirname(os.path.abspath(target)), _temp_prefix(target)
     try:
         stale = [f for f in os.listdir(folder) if f.startswith(prefix) and f.endswith(_TEMP_SUFFIX)]
     except OSError:
         return
-    for f in stale:
+    for name in stale:
+        full = os.path.join(folder, name)
         try:
-            os.unlink(os.path.join(folder, f))
+            fd = os.open(full, os.O_RDONLY)
         except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(full)
+        except OSError:  # locked: a writer is still at it
             pass
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def hold_lock(path: str | os.PathLike, what: str = "") -> Iterator[None]:
+    """Hold an advisory lock on `path` (a hidden `.NAME.lock` beside it, since each write
+    replaces the file itself) while the block runs; OutputError if another process holds it."""
+    shown = os.fspath(path)
+    target = _target(shown)
+    mode = _mode(target)
+    if mode is not None and _writes_into(mode):  # a device or pipe is never replaced: nothing to guard
+        yield
+        return
+    lock = os.path.join(os.path.dirname(os.path.abspath(target)), f".{os.path.basename(target)}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            label = _label(what, shown)
+            raise OutputError(f"{label} is in use by another run" + (f" (pid {owner})" if owner else ""),
+                              hint="wait for it to finish, or choose another path") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the lock file stays (deleting it would race a newcomer)
+
+
+def _label(what: str, path: str) -> str:
+    """How a message names an output: the option and the user's path (`--checkpoint run.st`)."""
+    return f"{what} {path}" if what else path
+
+
+def _target(path: str) -> str:
+    """The file a write to `path` lands in: a symlink's final target, else `path` itself."""
+    return os.path.realpath(path) if os.path.islink(path) else path
+
+
+def _mode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return None
+
+
+def _writes_into(mode: int) -> bool:
+    """A character device or FIFO is written into, never replaced by a regular file."""
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 _TEMP_SUFFIX = ".tmp"

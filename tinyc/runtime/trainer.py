@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ..ir.errors import CheckpointError, DataError, NumericsError, TinycError
-from ..ir.fileio import atomic_write, remove_stale_temps
+from ..ir.errors import CheckpointError, DataError, NumericsError, OutputError, TinycError
+from ..ir.fileio import atomic_write, check_outputs, hold_lock, remove_stale_temps
 from ..ir.program import LR_INPUT, PREDICT_ENTRY, TRAIN_ENTRY, Program
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .datasets import bind, epoch_order
@@ -51,6 +51,7 @@ class RunConfig:
     shuffle: bool = True
     checkpoint: str | None = None
     resume: bool = False
+    overwrite: bool = False  # start over although --checkpoint holds an earlier run
     metrics_out: str | None = None
     check_numerics: bool = False
     eval_batch_size: int = 1000
@@ -76,10 +77,22 @@ class RunConfig:
             (self.warmup >= 0, "--warmup must be >= 0"),
             (self.limit is None or self.limit >= 1, "--limit must be >= 1"),
             (not self.resume or bool(self.checkpoint), "--resume needs --checkpoint PATH"),
+            (not (self.resume and self.overwrite), "--resume and --overwrite contradict each other"),
         ]
         for ok, message in checks:
             if not ok:
                 raise TinycError(message)
+        check_outputs([("--checkpoint", self.checkpoint), ("--metrics-out", self.metrics_out)])
+        self.check_earlier_run()
+
+    def check_earlier_run(self) -> None:
+        """An existing checkpoint is an earlier run's work: continued with --resume, replaced only
+        with --overwrite, never silently."""
+        if self.checkpoint and not (self.resume or self.overwrite) and os.path.isfile(self.checkpoint):
+            raise OutputError(
+                f"--checkpoint {self.checkpoint} already holds a run",
+                hint="--resume to continue it, --overwrite to start over, or another path",
+            )
 
     def run_settings(self) -> dict[str, Any]:
         """The settings that decide the result, compared on resume."""
@@ -208,7 +221,15 @@ class Trainer:
         return {name: arr[idx] for name, arr in self.train_data.items()}
 
     def fit(self) -> dict[str, Any]:
-        """Train for the configured epochs (resuming if asked); returns the summary."""
+        """Train for the configured epochs (resuming if asked); returns the summary. The checkpoint
+        is locked for the whole run: a second run onto it is refused."""
+        if not self.config.checkpoint:
+            return self._fit()
+        with hold_lock(self.config.checkpoint, "--checkpoint"):
+            self.config.check_earlier_run()  # again, now that no other run can write it
+            return self._fit()
+
+    def _fit(self) -> dict[str, Any]:
         cfg = self.config
         for path in (cfg.checkpoint, cfg.metrics_out):
             if path:

@@ -1,0 +1,88 @@
+"""Output paths on the command line: checked before any work, never an input, never an earlier
+run's checkpoint without --resume or --overwrite, a FIFO written into, one run per checkpoint."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_run import assert_one_line_error, invoke
+from tests.runtime.test_trainer import write_model, write_synthetic_idx
+from tinyc.ir.fileio import hold_lock
+from tinyc.runtime.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("outputs")
+    write_synthetic_idx(d / "data", n_train=64, n_test=32)
+    write_model(d, "mlp.py", hidden=8, epochs=1, batch_size=32)
+    result = invoke("compile", d / "mlp.py", "-o", d / "mlp.ir")
+    assert result.exit_code == 0, result.output
+    return d
+
+
+def run(work: Path, *args):
+    return invoke("run", work / "mlp.ir", "--data", f"idx:{work / 'data'}", *args)
+
+
+def test_compile_never_overwrites_its_model_file(work, tmp_path):
+    source = (work / "mlp.py").read_bytes()
+    (tmp_path / "alias.py").symlink_to(work / "mlp.py")
+    for out in (work / "mlp.py", tmp_path / "alias.py"):
+        assert_one_line_error(invoke("compile", work / "mlp.py", "-o", out), f"refusing to write {out}: it is the input")
+    assert (work / "mlp.py").read_bytes() == source
+
+
+@pytest.mark.parametrize("flag", ["--checkpoint", "--metrics-out"])
+def test_run_never_overwrites_its_program(work, flag):
+    program = (work / "mlp.ir").read_bytes()
+    result = run(work, flag, work / "mlp.ir")
+    assert_one_line_error(result, f"refusing to write {flag} {work / 'mlp.ir'}: it is the input")
+    assert (work / "mlp.ir").read_bytes() == program
+
+
+@pytest.mark.parametrize("where", ["folder", "read-only", "same as metrics"])
+def test_bad_output_locations_are_reported_before_any_work(work, tmp_path, where):
+    ckpt = {"folder": tmp_path, "read-only": Path("/proc/c.safetensors"), "same as metrics": tmp_path / "m"}[where]
+    result = run(work, "--checkpoint", ckpt, "--metrics-out", tmp_path / "m")
+    line = assert_one_line_error(result, f"--checkpoint {ckpt}")
+    assert ".tmp" not in line and result.stdout == ""  # nothing trained, no temporary file named
+
+
+def test_an_earlier_runs_checkpoint_needs_resume_or_overwrite(work, tmp_path):
+    ckpt = tmp_path / "c.safetensors"
+    assert run(work, "--checkpoint", ckpt, "--epochs", 2).exit_code == 0
+    before = ckpt.read_bytes()
+    result = run(work, "--checkpoint", ckpt, "--epochs", 1)
+    assert_one_line_error(result, f"--checkpoint {ckpt} already holds a run")
+    assert "--resume" in result.stderr and "--overwrite" in result.stderr
+    assert ckpt.read_bytes() == before
+    assert run(work, "--checkpoint", ckpt, "--epochs", 3, "--resume").exit_code == 0
+    assert load_checkpoint(str(ckpt))[1]["epoch"] == 3
+    assert run(work, "--checkpoint", ckpt, "--epochs", 1, "--overwrite").exit_code == 0
+    assert load_checkpoint(str(ckpt))[1]["epoch"] == 1
+    assert_one_line_error(run(work, "--checkpoint", ckpt, "--resume", "--overwrite"), "contradict")
+
+
+def test_a_second_run_on_a_checkpoint_is_refused(work, tmp_path):
+    ckpt = tmp_path / "c.safetensors"
+    with hold_lock(ckpt):  # a run in progress
+        result = run(work, "--checkpoint", ckpt)
+    assert_one_line_error(result, f"--checkpoint {ckpt} is in use by another run (pid {os.getpid()})")
+    assert not ckpt.exists()
+
+
+def test_compile_writes_into_a_fifo(work, tmp_path):
+    fifo = tmp_path / "out.ir"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    result = invoke("compile", work / "mlp.py", "-o", fifo)
+    reader.join(10)
+    assert result.exit_code == 0, result.output
+    assert got == [(work / "mlp.ir").read_bytes()] and fifo.is_fifo()
