@@ -78,7 +78,7 @@ def trained(work) -> dict:
 def test_run_trains_and_writes_metrics_and_checkpoint(trained):
     result = trained["result"]
     assert result.exit_code == 0, (result.stdout, result.stderr)
-    records = [json.loads(line) for line in trained["metrics"].read_text().splitlines()]
+    records = [r for r in map(json.loads, trained["metrics"].read_text().splitlines()) if r["kind"] == "epoch"]
     assert [r["epoch"] for r in records] == [1, 2]
     assert all(REQUIRED <= set(r) for r in records)
     assert records[-1]["test_accuracy"] > 0.5  # chance is 0.1
@@ -132,7 +132,10 @@ def test_resume_continues_and_metrics_hold_each_epoch_once(work, tmp_path):
     result = invoke(*args, "--epochs", 2, "--resume")
     assert result.exit_code == 0, result.stderr
     assert "resumed from" in result.stdout and "after epoch 1" in result.stdout
-    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == [1, 2]
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [1, 2]
+    steps = [r["step"] for r in rows if r["kind"] == "step"]
+    assert steps == sorted(set(steps)) and steps[-1] == 6  # 2 epochs of 3 steps (96 / 32), each row once
     assert load_checkpoint(str(ckpt))[1]["epoch"] == 2
 
 

@@ -68,7 +68,12 @@ def run(
         bool, typer.Option("--overwrite", help="Start over although --checkpoint holds an earlier run.")
     ] = False,
     metrics_out: Annotated[
-        Path | None, opt("--metrics-out", "Write one JSON line per epoch to FILE.", metavar="FILE")
+        Path | None, opt("--metrics-out", "Write JSON lines to FILE: a step row every --log-every steps, "
+                                          "an epoch row per epoch.", metavar="FILE")
+    ] = None,
+    log_every: Annotated[
+        int | None, opt("--log-every", "Steps between step rows of --metrics-out (default: ~100 rows per epoch).",
+                        min=1, metavar="N")
     ] = None,
     check_numerics: Annotated[
         bool, typer.Option("--check-numerics", help="Check every node for NaN/Inf at every step.")
@@ -98,6 +103,7 @@ def run(
         overwrite=overwrite,
         checkpoint=str(checkpoint) if checkpoint else None,
         metrics_out=str(metrics_out) if metrics_out else None,
+        log_every=log_every,
         check_numerics=check_numerics,
         threads=threads,
     )

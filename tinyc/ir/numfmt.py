@@ -51,3 +51,13 @@ def metric(v: float, digits: int = 4) -> str:
     if v == 0 or 10 ** -(digits - 1) <= abs(v) < 1e5:
         return f"{v:.{digits}f}"
     return f"{v:.3g}"
+
+
+def human_duration(seconds: float) -> str:
+    """42.4 -> '42s'; 192 -> '3m12s'; 3900 -> '1h05m' (remaining-time estimates)."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"

@@ -3,7 +3,7 @@ crash-safe checkpoints with exact resume, and a non-finite guard that names the 
 
 It drives an Executor and knows nothing of the compiler or the CLI. Progress goes to a
 `Reporter` (the CLI draws a progress bar or plain log lines); results go to the metrics file
-as JSON lines.
+as JSON lines (`metrics.py`: a step row every `log_every` steps, an epoch row per epoch).
 
 Exact resume: a checkpoint is written only at the end of an epoch and holds the parameters,
 the optimizer state, the shuffling generator's state and the history. Everything else a step
@@ -13,7 +13,6 @@ number, so a resumed run repeats an uninterrupted one bit for bit.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -24,11 +23,12 @@ from typing import Any
 import numpy as np
 
 from ..ir.errors import CheckpointError, DataError, NumericsError, OutputError, TinycError
-from ..ir.fileio import atomic_write, check_outputs, hold_lock, remove_stale_temps
+from ..ir.fileio import check_outputs, hold_lock, remove_stale_temps
 from ..ir.program import LR_INPUT, PREDICT_ENTRY, TRAIN_ENTRY, Program
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .datasets import bind, epoch_order
 from .executor import Executor
+from .metrics import MetricsLog, default_log_every
 from .schedules import SCHEDULES, lr_at
 
 TIMING_KEYS = ("epoch_seconds", "examples_per_s")  # the history fields that differ between identical runs
@@ -53,6 +53,7 @@ class RunConfig:
     resume: bool = False
     overwrite: bool = False  # start over although --checkpoint holds an earlier run
     metrics_out: str | None = None
+    log_every: int | None = None  # steps between step rows of the metrics file; None: ~100 per epoch
     check_numerics: bool = False
     eval_batch_size: int = 1000
     threads: int | None = None  # None: $TINYC_NUM_THREADS, else the available cores
@@ -76,6 +77,7 @@ class RunConfig:
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
             (self.warmup >= 0, "--warmup must be >= 0"),
             (self.limit is None or self.limit >= 1, "--limit must be >= 1"),
+            (self.log_every is None or self.log_every >= 1, "--log-every must be >= 1"),
             (not self.resume or bool(self.checkpoint), "--resume needs --checkpoint PATH"),
             (not (self.resume and self.overwrite), "--resume and --overwrite contradict each other"),
         ]
@@ -104,7 +106,8 @@ class Reporter:
     """Receives progress; this one is silent. The CLI subclasses it."""
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
-    def step(self, step: int, loss: float, examples_per_s: float, lr: float) -> None: ...
+    def step(self, step: int, loss: float, examples_per_s: float, lr: float,
+             accuracy: float | None = None) -> None: ...
     def end_epoch(self, record: Mapping[str, Any]) -> None: ...
     def message(self, text: str) -> None: ...
 
@@ -163,6 +166,8 @@ class Trainer:
         self.steps_per_epoch = math.ceil(self.n / config.batch_size)
         self.shuffle_rng = np.random.default_rng(config.seed)
         self.state = RunState()
+        self.metrics = MetricsLog(config.metrics_out, self.has_accuracy) if config.metrics_out else None
+        self.log_every = config.log_every or default_log_every(self.steps_per_epoch)
         self.last_eval: EvalResult | None = None
 
     # ------------------------------------------------------------------ checkpoints
@@ -240,12 +245,16 @@ class Trainer:
                 self.reporter.message(f"resumed from {cfg.checkpoint} after epoch {self.state.epoch}")
             else:
                 self.reporter.message(f"no checkpoint at {cfg.checkpoint} yet: starting from scratch")
+        if self.metrics is not None:  # a resumed run keeps the rows of the epochs it holds, drops the rest
+            self.metrics.start(self.state.history)
         # overflow is expected on the way to a NaN loss, which is caught and explained: no NumPy warnings
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            while self.state.epoch < cfg.epochs:
-                self._epoch()
-        if cfg.metrics_out:  # also when resuming a finished run that died before writing it
-            self._write_metrics()
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+                while self.state.epoch < cfg.epochs:
+                    self._epoch()
+        finally:  # the steps before a failure are worth seeing (a resume drops them)
+            if self.metrics is not None:
+                self.metrics.flush()
         if self.last_eval is None and self.test_data is not None:
             self.last_eval = self.evaluate()
         return {
@@ -265,6 +274,7 @@ class Trainer:
         t0 = time.perf_counter()
         loss_sum = acc_sum = 0.0
         seen = 0
+        mark, mark_seen = t0, 0  # the last step row: its time and examples seen
         lr = cfg.lr
         for i in range(self.steps_per_epoch):
             if i % every == 0:
@@ -284,7 +294,13 @@ class Trainer:
             if self.has_accuracy:
                 acc_sum += float(out["accuracy"]) * b
             seen += b
-            self.reporter.step(i + 1, loss, seen / max(time.perf_counter() - t0, 1e-9), lr)
+            now = time.perf_counter()
+            accuracy = acc_sum / seen if self.has_accuracy else None
+            self.reporter.step(i + 1, loss, seen / max(now - t0, 1e-9), lr, accuracy)
+            if self.metrics is not None and self.state.step % self.log_every == 0:
+                rate = (seen - mark_seen) / max(now - mark, 1e-9)
+                self.metrics.step(epoch, self.state.step, loss, lr, rate, *(() if accuracy is None else (accuracy,)))
+                mark, mark_seen = now, seen
         if not _finite(self.executor.params):
             # the last update went non-finite after a finite loss: never checkpoint such a state
             self._explain_non_finite(epoch, order, snapshots, self.steps_per_epoch, "parameters became non-finite")
@@ -304,16 +320,11 @@ class Trainer:
             record["test_accuracy"] = self.last_eval.accuracy
         self.state.epoch = epoch
         self.state.history.append(record)
+        if self.metrics is not None:  # before the checkpoint: a resume then never misses this epoch's rows
+            self.metrics.epoch(record)
         if cfg.checkpoint:
             self.save(cfg.checkpoint)
-        if cfg.metrics_out:
-            self._write_metrics()
         self.reporter.end_epoch(record)
-
-    def _write_metrics(self) -> None:
-        # rewritten whole (atomically) each epoch: a resumed run's file holds every epoch exactly once
-        text = "".join(json.dumps(_jsonable(r), sort_keys=True) + "\n" for r in self.state.history)
-        atomic_write(self.config.metrics_out, text.encode())
 
     def _explain_non_finite(self, epoch: int, order: np.ndarray, snapshots: list, failed: int, what: str) -> None:
         """Replay from the last finite snapshot with every node checked, to name the first bad node."""

@@ -1,0 +1,79 @@
+"""The metrics file: step rows every --log-every steps, epoch rows, buffered writes, resume without duplicates."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from tests.runtime.test_trainer import data, models, trainer  # noqa: F401 (fixtures)
+from tinyc.runtime.metrics import MetricsLog, default_log_every, read_rows
+from tinyc.runtime.trainer import TIMING_KEYS
+
+
+def rows(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def untimed(path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows(path)]
+
+
+def test_step_rows_every_n_steps_then_the_epoch_row(models, data, tmp_path):  # noqa: F811
+    out = tmp_path / "m.jsonl"
+    # 96 examples in batches of 32: 3 steps per epoch; a row every 2 steps -> global steps 2, 4, 6
+    summary = trainer(models["sgd"], data, epochs=2, limit=96, metrics_out=str(out), log_every=2).fit()
+    got = rows(out)
+    assert [(r["kind"], r["epoch"], r.get("step", r.get("steps"))) for r in got] == [
+        ("step", 1, 2), ("epoch", 1, 3), ("step", 2, 4), ("step", 2, 6), ("epoch", 2, 6)]
+    step = got[0]
+    assert set(step) == {"kind", "epoch", "step", "loss", "lr", "examples_per_s", "accuracy"}
+    assert step["lr"] == 0.1 and step["examples_per_s"] > 0 and 0 <= step["accuracy"] <= 1
+    assert [r for r in got if r["kind"] == "epoch"][-1]["train_loss"] == summary["history"][-1]["train_loss"]
+
+
+def test_step_losses_are_the_steps_losses(models, data, tmp_path):  # noqa: F811
+    # every step logged, batches of equal size: the epoch's train loss is the mean of its step rows
+    out = tmp_path / "m.jsonl"
+    trainer(models["sgd"], data, epochs=1, limit=128, metrics_out=str(out), log_every=1).fit()
+    got = rows(out)
+    losses = [r["loss"] for r in got if r["kind"] == "step"]
+    assert len(losses) == 4 and len(set(losses)) == 4
+    assert np.isclose(np.mean(losses), got[-1]["train_loss"], rtol=1e-12)
+
+
+def test_default_is_about_a_hundred_rows_per_epoch():
+    assert default_log_every(938) == 9 and default_log_every(50) == 1 and default_log_every(100_000) == 1000
+
+
+def test_rows_are_buffered_until_the_epoch_ends(tmp_path):
+    out = tmp_path / "m.jsonl"
+    log = MetricsLog(str(out))
+    log.start([])
+    for i in range(50):
+        log.step(1, i + 1, 0.5, 0.1, 1000.0)
+    assert out.read_text() == ""  # nothing formatted or written per step
+    log.epoch({"epoch": 1, "train_loss": 0.5})
+    assert [r["kind"] for r in rows(out)] == ["step"] * 50 + ["epoch"]
+
+
+def test_resume_appends_without_duplicates_even_after_a_torn_epoch(models, data, tmp_path):  # noqa: F811
+    settings = dict(limit=96, log_every=1)
+    ref = tmp_path / "ref.jsonl"
+    trainer(models["sgd"], data, epochs=3, metrics_out=str(ref), **settings).fit()
+
+    out, ckpt = tmp_path / "m.jsonl", tmp_path / "c.safetensors"
+    trainer(models["sgd"], data, epochs=2, metrics_out=str(out), checkpoint=str(ckpt), **settings).fit()
+    # a run that died in epoch 3 after writing some of its rows, the last one torn
+    with open(out, "a") as f:
+        f.write(json.dumps({"kind": "step", "epoch": 3, "step": 7, "loss": 9.9}) + "\n" + '{"kind": "st')
+    trainer(models["sgd"], data, epochs=3, metrics_out=str(out), checkpoint=str(ckpt), resume=True, **settings).fit()
+    assert untimed(out) == untimed(ref)
+    assert [r["step"] for r in read_rows(str(out)) if r["kind"] == "step"] == list(range(1, 10))
+
+
+def test_a_fresh_run_starts_a_new_file(models, data, tmp_path):  # noqa: F811
+    out = tmp_path / "m.jsonl"
+    out.write_text('{"kind": "epoch", "epoch": 7}\n')
+    trainer(models["sgd"], data, epochs=1, limit=64, metrics_out=str(out)).fit()
+    assert [r["epoch"] for r in rows(out) if r["kind"] == "epoch"] == [1]

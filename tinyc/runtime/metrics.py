@@ -1,0 +1,116 @@
+"""The metrics file of `tinyc run --metrics-out`: JSON lines, step rows and epoch rows.
+
+```
+{"kind": "step", "epoch": 1, "step": 9, "loss": 2.1032, "lr": 0.0003, "examples_per_s": 5012.4, "accuracy": 0.25}
+{"kind": "epoch", "epoch": 1, "steps": 938, "train_loss": 0.41, "train_accuracy": 0.87, "test_accuracy": 0.95, ...}
+```
+
+A step row every `log_every` steps (`step` is the global step, 1-based; `examples_per_s` over the
+steps since the row before); an epoch row after each epoch, with the fields of the run's history.
+
+Cheap on the step: a step row is a tuple of floats appended to a list; rows are turned into text
+and written only at a flush (the end of each epoch, or every FLUSH_ROWS rows), so the training
+loop never formats a float or touches the file per step.
+
+Crash-safe without duplicates: the trainer flushes an epoch's rows *before* it writes that
+epoch's checkpoint. A resumed run keeps the rows of the epochs its checkpoint holds and drops the
+rest (the epoch in progress when the run died, which it trains again): every row once, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..ir.fileio import atomic_write
+
+FLUSH_ROWS = 1000  # a long epoch still reaches the disk in pieces
+STEP_FIELDS = ("epoch", "step", "loss", "lr", "examples_per_s")
+ROWS_PER_EPOCH = 100  # the default --log-every aims at about this many step rows per epoch
+
+
+def default_log_every(steps_per_epoch: int) -> int:
+    """Steps between two step rows: about ROWS_PER_EPOCH rows per epoch."""
+    return max(1, steps_per_epoch // ROWS_PER_EPOCH)
+
+
+class MetricsLog:
+    """Buffered JSON-lines writer for one run."""
+
+    def __init__(self, path: str, has_accuracy: bool = False) -> None:
+        self.path = path
+        self.fields = STEP_FIELDS + (("accuracy",) if has_accuracy else ())
+        self.pending: list[tuple] = []  # step rows as tuples, epoch rows as dicts
+
+    def start(self, history: Sequence[Mapping[str, Any]]) -> None:
+        """Begin the file: the rows of the epochs in `history` (a resumed run's) are kept, others dropped.
+
+        Epoch rows are rewritten from the history (it is what the checkpoint holds); step rows of
+        those epochs are kept from the file when it has them.
+        """
+        done = len(history)
+        kept: dict[int, list[str]] = {}
+        for row in read_rows(self.path) if done and os.path.exists(self.path) else []:
+            if row.get("kind") == "step" and isinstance(row.get("epoch"), int) and row["epoch"] <= done:
+                kept.setdefault(row["epoch"], []).append(json.dumps(row, sort_keys=True))
+        lines = []
+        for epoch, record in enumerate(history, 1):
+            lines += kept.get(epoch, [])
+            lines.append(_epoch_line(record))
+        atomic_write(self.path, "".join(line + "\n" for line in lines).encode())
+
+    def step(self, *values: float) -> None:
+        """One step row: values in the order of `self.fields` (no formatting here)."""
+        self.pending.append(values)
+        if len(self.pending) >= FLUSH_ROWS:
+            self.flush(sync=False)
+
+    def epoch(self, record: Mapping[str, Any]) -> None:
+        """The epoch's row; flushes and syncs (call before the epoch's checkpoint is written)."""
+        self.pending.append(dict(record))
+        self.flush(sync=True)
+
+    def flush(self, sync: bool = False) -> None:
+        if not self.pending:
+            return
+        text = "".join((_epoch_line(r) if isinstance(r, dict) else self._step_line(r)) + "\n" for r in self.pending)
+        self.pending.clear()
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(text)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+
+    def _step_line(self, values: tuple) -> str:
+        row = {"kind": "step", **{k: _plain(v) for k, v in zip(self.fields, values)}}
+        return json.dumps(row, sort_keys=True)
+
+
+def read_rows(path: str) -> list[dict[str, Any]]:
+    """The rows of a metrics file; a row without `kind` (files of earlier versions) is an epoch row.
+
+    A torn last line (a crash mid-write) is skipped.
+    """
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):
+                row.setdefault("kind", "epoch")
+                rows.append(row)
+    return rows
+
+
+def _epoch_line(record: Mapping[str, Any]) -> str:
+    return json.dumps({"kind": "epoch", **{k: _plain(v) for k, v in record.items() if k != "kind"}}, sort_keys=True)
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, (np.floating, np.integer)) else v
