@@ -22,10 +22,13 @@ import tinyc
 PACKAGE = Path(tinyc.__file__).parent
 FORBIDDEN = ("tinyc.compiler", "tinyc.models", "tinyc.cli", "networkx")
 # the runtime modules the compiler may use: the kernel table and what it is built from
-KERNEL_TABLES = ("tinyc.runtime.kernels", "tinyc.runtime.fused_kernels", "tinyc.runtime.rowops")
+KERNEL_TABLES = ("tinyc.runtime.kernels", "tinyc.runtime.fused_kernels", "tinyc.runtime.parallel_kernels",
+                 "tinyc.runtime.rowops")
 RUNTIME_MODULES = sorted(f"tinyc.runtime.{p.stem}" for p in (PACKAGE / "runtime").glob("*.py") if p.stem != "__init__")
 COMPILER_FORBIDDEN = ("tinyc.models", "tinyc.cli", "tinyc.frontend",
                       *(m for m in RUNTIME_MODULES if m not in KERNEL_TABLES), "tinyc.runtime.datasets")
+# optional extras: the runtime imports them only inside the functions that use them
+LAZY = ("mpi4py",)
 
 RUNTIME_ALONE = textwrap.dedent(
     """
@@ -62,7 +65,7 @@ RUNTIME_ALONE = textwrap.dedent(
 
 
 def test_runtime_imports_and_runs_without_compiler_models_cli_networkx():
-    script = RUNTIME_ALONE.format(blocked=FORBIDDEN)
+    script = RUNTIME_ALONE.format(blocked=FORBIDDEN + LAZY)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "imported" in proc.stdout
@@ -130,8 +133,12 @@ def imported_modules(path: Path, package: str) -> list[tuple[int, str]]:
 
     `from pkg import name` yields both `pkg` and `pkg.name`, since `name` may be a submodule.
     """
+    return _imports(ast.walk(ast.parse(path.read_text(), str(path))), package)
+
+
+def _imports(nodes, package: str) -> list[tuple[int, str]]:
     found: list[tuple[int, str]] = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in nodes:
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -178,6 +185,17 @@ def violations(path: Path, package: str, allowed: tuple[str, ...], outside: tupl
 @pytest.mark.parametrize("layer,path", FILES, ids=[str(p.relative_to(PACKAGE)) for _, p in FILES])
 def test_no_forbidden_imports(layer, path):
     assert not violations(path, _package_of(path), ALLOWED[layer], OUTSIDE[layer])
+
+
+def top_level_imports(path: Path, package: str) -> list[str]:
+    """The modules a file imports when it is imported (module level, not inside functions)."""
+    return [m for _, m in _imports(ast.parse(path.read_text(), str(path)).body, package)]
+
+
+@pytest.mark.parametrize("layer,path", FILES, ids=[str(p.relative_to(PACKAGE)) for _, p in FILES])
+def test_optional_extras_are_imported_lazily(layer, path):
+    eager = [m for m in top_level_imports(path, _package_of(path)) if any(_is_under(m, x) for x in LAZY)]
+    assert not eager, f"{path.name} imports {eager} at module level"
 
 
 def test_scanner_resolves_relative_and_lazy_imports(tmp_path):

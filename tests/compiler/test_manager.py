@@ -36,7 +36,7 @@ def mlp() -> Graph:
 
 
 def test_pipelines_name_registered_passes():
-    assert FORWARD_PIPELINE == tuple(p for p in DEFAULT_PIPELINE if p not in ("autodiff", "optimizer"))
+    assert FORWARD_PIPELINE == tuple(p for p in DEFAULT_PIPELINE if p not in ("autodiff", "dataparallel", "optimizer"))
     # run_pipeline is strict, so the driver's pipelines must name only registered passes
     assert available(DEFAULT_PIPELINE) == DEFAULT_PIPELINE
     for name in DEFAULT_PIPELINE:
@@ -115,12 +115,12 @@ def test_default_pipeline_on_a_training_graph_keeps_loss_and_updates():
         loss = tc.softmax_cross_entropy(h @ w2, labels)
         spec = tc.optim.optimizer_spec(tc.optim.Adam(lr=0.1))
         g = b.graph({"loss": loss}, meta={"loss": "loss", "optimizer": spec})
-    base, _ = run_pipeline(g, [n for n in names if n in ("verify", "autodiff", "optimizer")])
+    base, _ = run_pipeline(g, [n for n in names if n in ("verify", "autodiff", "dataparallel", "optimizer")])
     out, stats = run_pipeline(g, names, batch=5)
     assert [s.name for s in stats] == list(names)
     rng = np.random.default_rng(1)
     feeds = {"x": rng.standard_normal((5, 4)).astype(np.float32), "labels": rng.integers(0, 3, 5),
-             "lr": np.float32(0.1)}
+             "lr": np.float32(0.1), "batch_share": np.float32(1)}
     want, got = run_graph(base, feeds), run_graph(out, feeds)
     assert want.keys() == got.keys() and "w1" in got
     for k in want:

@@ -128,7 +128,7 @@ def test_training_graphs_match_reference(seed, opt):
     for batch in (16, 7, 16):
         feeds = {"x": rng.normal(size=(batch, 5)).astype(np.float32), "y": rng.integers(0, 3, batch)}
         params = ex.state_dict()
-        want = run_graph(entry.graph, {**feeds, "lr": np.float32(0.1)}, params)
+        want = run_graph(entry.graph, {**feeds, "lr": np.float32(0.1), "batch_share": np.float32(1)}, params)
         got = ex.train_step(feeds, lr=0.1)
         _assert_same(got, {k: want[k] for k, _ in entry.graph.outputs})
         for p in ex.params:
@@ -241,7 +241,7 @@ def test_views_of_views_match_reference(heads):
     rng = np.random.default_rng(heads)
     for batch in (4, 3):
         feeds = {"x": rng.normal(size=(batch, 6, 8)).astype(np.float32), "y": rng.integers(0, 3, batch)}
-        want = run_graph(graph, {**feeds, "lr": np.float32(0.01)}, ex.state_dict())
+        want = run_graph(graph, {**feeds, "lr": np.float32(0.01), "batch_share": np.float32(1)}, ex.state_dict())
         got = ex.train_step(feeds, lr=0.01)
         _assert_same(got, {"loss": want["loss"]})
         _assert_same_adam_step(ex.state_dict(), want, key_bias=slice(8, 16))

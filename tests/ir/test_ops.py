@@ -69,6 +69,9 @@ VALID = [
     ("adam_param", ["f32[64]", "f32[64]", "f32[64]", "f32[]", "f32[]"], {"eps": 1e-8}, "f32[64]"),
     ("concat", ["f32[B,16,64]", "f32[B,16,128]"], {}, "f32[B,16,192]"),
     ("concat", ["f64[2,3]", "f64[5,3]"], {"axis": 0}, "f64[7,3]"),
+    ("allreduce", ["f32[2,3]"], {}, "f32[2,3]"),
+    ("flat_concat", ["f32[2,3]", "f32[]", "f32[4]"], {}, "f32[11]"),
+    ("flat_concat", ["f64[5]"], {}, "f64[5]"),
     ("one_hot", ["i64[B]"], {"depth": 10}, "f32[B,10]"),
     ("argmax", ["f32[B,10]"], {}, "i64[B]"),
     ("argmax", ["f32[B,10]"], {"axis": 0, "keepdims": True}, "i64[1,10]"),
@@ -89,6 +92,10 @@ VALID = [
 
 # (op, input types, attrs, error class, fragments the message must contain)
 INVALID = [
+    ("allreduce", ["bool[3]"], {}, IRError, ["allreduce", "numeric"]),
+    ("flat_concat", [], {}, IRError, ["flat_concat", "1 or more"]),
+    ("flat_concat", ["f32[B,3]"], {}, ShapeError, ["flat_concat", "f32[B,3]", "symbolic"]),
+    ("flat_concat", ["f32[3]", "f64[3]"], {}, IRError, ["flat_concat", "dtypes differ"]),
     ("concat", ["f32[2,3]", "f32[2,4]"], {"axis": 0}, ShapeError, ["concat", "[2,3]", "[2,4]"]),
     ("add", ["f32[B,3]", "f32[4]"], {}, ShapeError, ["add", "cannot broadcast", "[B,3]", "[4]"]),
     ("add", ["f32[B]", "f32[N]"], {}, ShapeError, ["B", "N"]),

@@ -328,6 +328,10 @@ CASES: dict[str, Callable[[type], list[Case]]] = {
         ([arr((2, 3, 4), dt), arr((2, 3, 2), dt)], {"axis": 2}, lambda a, b: np.block([a, b])),
         ([arr((1, 4), dt), arr((3, 4), dt)], {"axis": 0}, lambda a, b: np.vstack([a, b])),
     ],
+    "allreduce": lambda dt: [([arr((3, 4), dt)], {}, lambda x: x)],  # one rank: the identity
+    "flat_concat": lambda dt: [
+        ([arr((2, 3), dt), arr((), dt), arr((4,), dt)], {}, lambda a, b, c: np.r_[a.ravel(), b.ravel(), c]),
+    ],
     "axpby": lambda dt: [
         ([arr((3, 4), dt), arr((3, 4), dt)], {"a": 0.9, "b": 0.1}, lambda x, y: 0.9 * x + 0.1 * y),
         ([arr((3, 4), dt), arr((3, 4), dt)], {"a": 0.999, "b": 0.001, "square": True}, lambda x, y: 0.999 * x + 0.001 * y * y),

@@ -18,8 +18,8 @@ from ..ir.ops import schema
 from .graphutil import peak_live_bytes
 from .passes import load_all
 
-DEFAULT_PIPELINE = ("verify", "autodiff", "optimizer", "simplify", "fold", "cse", "fuse", "dce", "schedule", "memplan")
-FORWARD_PIPELINE = tuple(p for p in DEFAULT_PIPELINE if p not in ("autodiff", "optimizer"))
+DEFAULT_PIPELINE = ("verify", "autodiff", "dataparallel", "optimizer", "simplify", "fold", "cse", "fuse", "dce", "schedule", "memplan")
+FORWARD_PIPELINE = tuple(p for p in DEFAULT_PIPELINE if p not in ("autodiff", "dataparallel", "optimizer"))
 
 
 @dataclass(frozen=True)

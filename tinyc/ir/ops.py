@@ -43,6 +43,10 @@ class OpSchema:
     since: int = 1
     differentiable: bool = True
     composite: bool = False
+    # effectful: the result depends on more than the inputs (a collective across ranks), so
+    # passes never fold it, merge two of them (cse) or move it; dce still drops an unused one
+    effectful: bool = False
+    variadic: bool = False  # the last input may repeat (one or more values)
     flops: Callable[[list, tuple, dict], int] = field(default=lambda ins, out, attrs: 0)
     doc: str = ""
 
@@ -50,7 +54,8 @@ class OpSchema:
 OPS: dict[str, OpSchema] = {}
 
 
-def defop(name, inputs=(), attrs=None, since=1, differentiable=True, composite=False, flops=None):
+def defop(name, inputs=(), attrs=None, since=1, differentiable=True, composite=False, flops=None,
+          effectful=False, variadic=False):
     """Declare an op; the decorated function is its type rule."""
 
     def register(rule):
@@ -64,6 +69,8 @@ def defop(name, inputs=(), attrs=None, since=1, differentiable=True, composite=F
             since=since,
             differentiable=differentiable,
             composite=composite,
+            effectful=effectful,
+            variadic=variadic,
             flops=flops or (lambda ins, out, a: 0),
             doc=(rule.__doc__ or "").strip().splitlines()[0] if rule.__doc__ else "",
         )
@@ -170,7 +177,9 @@ def canonical_attrs(op: str, in_types: list[TensorType], attrs: Mapping[str, Any
 def infer_type(op: str, in_types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     """The output type of `op` on inputs of `in_types` with canonical `attrs`."""
     s = schema(op)
-    if len(in_types) != len(s.inputs):
+    if len(in_types) < len(s.inputs) if s.variadic else len(in_types) != len(s.inputs):
+        if s.variadic:
+            raise IRError(f"{op}: takes {len(s.inputs)} or more inputs ({', '.join(s.inputs)}...), got {len(in_types)}")
         raise IRError(f"{op}: takes {len(s.inputs)} input(s) ({', '.join(s.inputs)}), got {len(in_types)}")
     return s.infer(*in_types, **attrs)
 
@@ -487,3 +496,5 @@ COMPOSITE = tuple(name for name, s in OPS.items() if s.composite)
 
 # The fused ops of the `fuse` pass live in fused_ops.py; imported last, as they use the helpers above.
 from .fused_ops import FUSED  # noqa: F401  (re-exported)
+# The ops of data parallelism (allreduce and the flat buffer it reduces) live in parallel_ops.py.
+from .parallel_ops import EFFECTFUL  # noqa: F401,E402  (re-exported)

@@ -16,6 +16,10 @@ from .graph import Graph
 # `optimizer` pass adds to the training step (the executor feeds it each step).
 TRAIN_ENTRY, PREDICT_ENTRY, LR_INPUT = "train_step", "predict", "lr"
 
+# The input the `dataparallel` pass adds and the Executor feeds every step: this rank's share of
+# the global batch (local examples / global examples; 1.0 on one rank).
+SHARE_INPUT = "batch_share"
+
 
 @dataclass(frozen=True)
 class Entry:

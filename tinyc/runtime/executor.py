@@ -23,11 +23,13 @@ import numpy as np
 from ..ir.errors import CheckpointError, DataError, IRError, NumericsError, TinycError
 from ..ir.graph import Graph, Node
 from ..ir.ops import OPS
-from ..ir.program import LR_INPUT, PREDICT_ENTRY, TRAIN_ENTRY, Entry, Program
+from ..ir.program import LR_INPUT, PREDICT_ENTRY, SHARE_INPUT, TRAIN_ENTRY, Entry, Program
 from .arena import arena_layout
 from .checkpoint import read_weights, save_weights
+from .comm import in_place_sum
 from .init import init_param
 from .kernels import KERNELS, VIEW_OPS
+from .parallel_kernels import COLLECTIVES
 from .threads import blas_threads, resolve_threads
 
 
@@ -61,6 +63,7 @@ class _EntryRunner:
         self.graph: Graph = entry.graph
         self.inputs = [(i.name, i.type) for i in self.graph.inputs]
         self.takes_lr = any(name == LR_INPUT for name, _ in self.inputs)
+        self.takes_share = any(name == SHARE_INPUT for name, _ in self.inputs)
         self.cache: dict[tuple, _Compiled] = {}
         missing = sorted({n.op for n in self.graph.nodes} - set(KERNELS))
         if missing:
@@ -96,14 +99,20 @@ class Executor:
 
     `threads`: how many threads a step uses (see `threads.resolve_threads`: default
     $TINYC_NUM_THREADS, else the cores this process may use); applied to BLAS only while a step runs.
+
+    `comm` (an mpi4py communicator or a `LocalComm`; None: one process) is what the program's
+    `allreduce` sums over. Every rank must then run the same steps: each `train_step` is a
+    collective.
     """
 
     def __init__(self, program: Program, seed: int = 0, check_numerics: bool = False,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, comm: Any = None) -> None:
         self.program = program
         self.seed = seed
         self.check_numerics = check_numerics
         self.threads = resolve_threads(threads)
+        self.comm = comm
+        self._reduce = in_place_sum(comm)
         self._runners = {name: _EntryRunner(e) for name, e in program.entries.items()}
         self.params: dict[str, np.ndarray] = {}
         self._specs = {}
@@ -119,13 +128,29 @@ class Executor:
                 self.params[p.name] = np.array(init_param(p, seed), order="C")
 
     # ------------------------------------------------------------------ running
-    def train_step(self, feeds: Mapping[str, Any], lr: float | None = None) -> dict[str, Any]:
-        """One optimizer step on a batch; returns "loss" and the declared outputs."""
-        if self._runner(TRAIN_ENTRY).takes_lr:
+    def train_step(self, feeds: Mapping[str, Any], lr: float | None = None, share: float | None = None) -> dict[str, Any]:
+        """One optimizer step on a batch; returns "loss" and the declared outputs.
+
+        With a `comm`, the batch is this rank's part of a global batch and `share` its part of
+        the examples (default: its batch size over the sum of all ranks' batch sizes).
+        """
+        runner = self._runner(TRAIN_ENTRY)
+        if runner.takes_lr:
             if lr is None:
                 lr = float(self.program.meta.get("train", {}).get("lr", 0.0))
             feeds = {**feeds, LR_INPUT: lr}
+        if runner.takes_share:
+            if share is None:
+                share = self._share(feeds, runner)
+            feeds = {**feeds, SHARE_INPUT: share}
         return self.run(TRAIN_ENTRY, feeds)
+
+    def _share(self, feeds: Mapping[str, Any], runner: _EntryRunner) -> float:
+        if self._reduce is None:
+            return 1.0
+        data = next(name for name, t in runner.inputs if name not in (LR_INPUT, SHARE_INPUT) and t.rank)
+        local = len(feeds[data])
+        return local / self.comm.allreduce(local)
 
     def predict(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """The forward outputs of a batch (no parameter change)."""
@@ -220,6 +245,8 @@ class Executor:
                 out = arena[start:start + nbytes].view(t.np_dtype).reshape(shape)
             else:
                 out = np.empty(shape, t.np_dtype)
+            if node.op in COLLECTIVES and self._reduce is not None:
+                attrs["reduce"] = self._reduce
             call = partial(KERNELS[node.op], out=out, **attrs)
             ins = tuple(env[u] for u in node.inputs)
             env[node.out] = out

@@ -379,3 +379,7 @@ KERNELS.update(
 from .fused_kernels import FUSED_KERNELS  # the fused ops of the `fuse` pass (imported last: it is merged in)
 
 KERNELS.update(FUSED_KERNELS)
+
+from .parallel_kernels import PARALLEL_KERNELS  # noqa: E402  (the data-parallel ops)
+
+KERNELS.update(PARALLEL_KERNELS)

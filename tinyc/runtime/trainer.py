@@ -24,7 +24,7 @@ import numpy as np
 
 from ..ir.errors import CheckpointError, DataError, NumericsError, OutputError, TinycError
 from ..ir.fileio import check_outputs, hold_lock, remove_stale_temps
-from ..ir.program import LR_INPUT, PREDICT_ENTRY, TRAIN_ENTRY, Program
+from ..ir.program import LR_INPUT, PREDICT_ENTRY, SHARE_INPUT, TRAIN_ENTRY, Program
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .datasets import bind, epoch_order
 from .executor import Executor
@@ -137,7 +137,7 @@ class RunState:
 
 def data_inputs(program: Program, entry: str = TRAIN_ENTRY) -> dict:
     """The inputs of an entry that come from the data set (all but the learning rate), with types."""
-    return {i.name: i.type for i in program.entry(entry).graph.inputs if i.name != LR_INPUT}
+    return {i.name: i.type for i in program.entry(entry).graph.inputs if i.name not in (LR_INPUT, SHARE_INPUT)}
 
 
 class Trainer:

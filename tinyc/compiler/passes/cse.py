@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from ...ir.graph import Graph, Node
-from ...ir.ops import COMMUTATIVE
+from ...ir.ops import COMMUTATIVE, OPS
 from ..graphutil import Rewriter
 from . import register_pass
 
@@ -30,6 +30,9 @@ def cse(graph: Graph) -> Graph:
     seen: dict[tuple, str] = {}
     for node in graph.nodes:
         node = rw.renamed(node)
+        if OPS[node.op].effectful:
+            rw.add(node)  # two allreduces of one value are two collectives: each rank runs both
+            continue
         key = cse_key(node, graph.constants)
         if key in seen:
             # op(a, b) == op(a, b) -> the first of them

@@ -72,8 +72,8 @@ class _Folder:
         # zeros_like(x) -> fill(shape(x), 0) ; ones_like(x) -> fill(shape(x), 1)
         if node.op in VALUE_FREE:
             return self.fill(node, VALUE_FREE[node.op])
-        if node.op in ("fill", "constant") or not all(v in self.sources for v in node.inputs):
-            return None
+        if node.op in ("fill", "constant") or OPS[node.op].effectful or not all(v in self.sources for v in node.inputs):
+            return None  # an effectful op (allreduce) depends on more than its inputs: never evaluated here
         types = [self.graph.types[v] for v in node.inputs]
         # op(fill a, fill b) -> fill(op(a, b)) when op maps uniform inputs to a uniform result
         if node.op in UNIFORM_PRESERVING and 0 not in node.type.shape and all(0 not in t.shape for t in types):

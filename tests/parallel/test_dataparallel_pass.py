@@ -1,0 +1,155 @@
+"""The `dataparallel` pass and LocalComm: N simulated ranks train as one process on the global batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tinyc as tc
+from tinyc.compiler import manager
+from tinyc.compiler.driver import compile_graph
+from tinyc.compiler.passes.cse import cse
+from tinyc.compiler.passes.dce import dce
+from tinyc.compiler.passes.fold import fold
+from tinyc.ir.builder import new_graph
+from tinyc.ir.train import optimizer_spec
+from tinyc.runtime import Executor
+from tinyc.runtime.comm import LocalComm, run_ranks
+from tinyc.runtime.reference import run_graph
+
+
+def model_graph(opt=None):
+    """A two-layer classifier with a scalar metric (accuracy) and a per-example output (logits)."""
+    with new_graph("mlp") as b:
+        x, y = tc.input("x", ("B", 6)), tc.input("y", ("B",), "i64")
+        with tc.scope("l0"):
+            h = tc.relu(x @ tc.param("w", (6, 16), tc.init.xavier_uniform()) + tc.param("b", (16,), tc.init.uniform(-0.1, 0.1)))
+        logits = tc.layer_norm(h) @ tc.param("out", (16, 3), tc.init.xavier_uniform())
+        acc = tc.cast(tc.equal(tc.argmax(logits), y), "f32").mean()
+        opt = opt or tc.optim.SGD(0.1, momentum=0.9)
+        return b.graph({"loss": tc.softmax_cross_entropy(logits, y), "accuracy": acc, "logits": logits},
+                       meta={"loss": "loss", "optimizer": optimizer_spec(opt), "train": {"batch_size": 8}})
+
+
+def data(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype(np.float32)
+    return {"x": x, "y": (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5)}
+
+
+def test_one_allreduce_of_every_gradient_and_scalar_output():
+    program, _ = compile_graph(model_graph())
+    g = program.entries["train_step"].graph
+    reduces = [n for n in g.nodes if n.op == "allreduce"]
+    assert len(reduces) == 1
+    packed = g.producers[reduces[0].inputs[0]]
+    assert packed.op == "flat_concat"
+    params = sum(p.type.numel() for p in g.params if p.kind == "param")
+    assert packed.type.shape == (params + 2,)  # every gradient, the loss and the accuracy
+    consumers = {v for n in g.nodes if n.op in ("slice", "reshape") for v in n.inputs}
+    assert reduces[0].out in consumers
+    assert "batch_share" in {i.name for i in g.inputs}
+    # the per-example output stays this rank's own; the predict entry has no collective
+    assert g.producers[dict(g.outputs)["logits"]].op not in ("slice", "reshape")
+    assert not any(n.op == "allreduce" for n in program.entries["predict"].graph.nodes)
+
+
+def test_one_rank_step_equals_the_step_without_the_pass(monkeypatch):
+    with_pass, _ = compile_graph(model_graph(tc.optim.Adam(0.01)))
+    monkeypatch.setattr(manager, "DEFAULT_PIPELINE", tuple(p for p in manager.DEFAULT_PIPELINE if p != "dataparallel"))
+    without, _ = compile_graph(model_graph(tc.optim.Adam(0.01)))
+    a, b = Executor(with_pass, seed=3), Executor(without, seed=3)
+    batch = data(8)
+    for _ in range(3):
+        ra, rb = a.train_step(batch, lr=0.01), b.train_step(batch, lr=0.01)
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-6)
+        assert ra["accuracy"] == rb["accuracy"]
+    for name in b.params:
+        np.testing.assert_allclose(a.params[name], b.params[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def _ranks_run(program, batches, world: int, seed: int = 0):
+    """Train on each global batch with `world` LocalComm ranks (uneven contiguous slices);
+    returns (per-step losses, final parameters) of every rank."""
+    def rank(comm):
+        ex = Executor(program, seed=seed, comm=comm)
+        losses = []
+        for batch in batches:
+            n = len(batch["y"])
+            part = np.array_split(np.arange(n), world)[comm.rank]
+            out = ex.train_step({k: v[part] for k, v in batch.items()}, lr=0.1, share=len(part) / n)
+            losses.append((out["loss"], out["accuracy"]))
+        return losses, ex.state_dict()
+
+    return run_ranks(LocalComm.world(world), rank)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_local_ranks_train_as_one_process_on_the_global_batch(world):
+    program, _ = compile_graph(model_graph())
+    full = data(7 * 20, seed=1)
+    batches = [{k: v[i * 7:(i + 1) * 7] for k, v in full.items()} for i in range(20)]  # 7 = 4+3, 3+2+2
+    one = Executor(program, seed=0)
+    ref = [one.train_step(b, lr=0.1) for b in batches[:1]]
+    first_params = one.state_dict()
+    ref += [one.train_step(b, lr=0.1) for b in batches[1:]]
+    ranks = _ranks_run(program, batches, world)
+    for losses, _ in ranks[1:]:
+        assert losses == ranks[0][0]  # every rank holds the same global metrics
+    for (loss, acc), r in zip(ranks[0][0], ref):
+        assert loss == pytest.approx(r["loss"], rel=1e-4)
+        assert acc == pytest.approx(r["accuracy"], abs=1e-6)
+    assert ranks[0][0][0][0] == pytest.approx(ref[0]["loss"], rel=1e-6)
+    for name, a in ranks[0][1].items():
+        for _, state in ranks[1:]:
+            np.testing.assert_array_equal(state[name], a, err_msg=name)  # replicas stay identical
+    step1 = _ranks_run(program, batches[:1], world)[0][1]
+    for name in first_params:
+        np.testing.assert_allclose(step1[name], first_params[name], rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_local_ranks_are_bitwise_reproducible():
+    program, _ = compile_graph(model_graph(tc.optim.Adam(0.01)))
+    full = data(40, seed=2)
+    batches = [{k: v[i * 8:(i + 1) * 8] for k, v in full.items()} for i in range(5)]
+    a, b = _ranks_run(program, batches, 2), _ranks_run(program, batches, 2)
+    assert a[0][0] == b[0][0]
+    for name in a[0][1]:
+        np.testing.assert_array_equal(a[0][1][name], b[0][1][name])
+
+
+def test_local_comm_sums_in_rank_order():
+    parts = [np.float32([1e8, 1.0]), np.float32([1.0, 2.0]), np.float32([-1e8, 3.0])]
+    got = run_ranks(LocalComm.world(3), lambda c: (lambda buf: (c.sum_in_place(buf), buf)[1])(parts[c.rank].copy()))
+    want = (parts[0] + parts[1]) + parts[2]  # (1e8 + 1) rounds to 1e8 in f32: the order shows
+    for g in got:
+        np.testing.assert_array_equal(g, want)
+    assert want[0] == 0.0
+
+
+def test_an_exception_on_one_rank_ends_every_rank():
+    def rank(comm):
+        if comm.rank == 1:
+            raise ValueError("rank 1 failed")
+        comm.Barrier()  # would wait for rank 1 forever without the abort
+
+    with pytest.raises(ValueError, match="rank 1 failed"):
+        run_ranks(LocalComm.world(2), rank)
+
+
+def _allreduce_twice():
+    with new_graph("g") as b:
+        x = tc.input("x", (3,))
+        c = tc.constant(np.float32([1, 2, 3]))
+        r1, r2 = (b.apply("allreduce", [x]) for _ in range(2))
+        rc = b.apply("allreduce", [c])
+        return b.graph({"a": r1, "b": r2, "c": rc})
+
+
+def test_passes_keep_every_allreduce():
+    g = _allreduce_twice()
+    for p in (cse, fold, dce):
+        out = p(g)
+        assert sum(n.op == "allreduce" for n in out.nodes) == 3, p.__name__
+    want = run_graph(g, {"x": np.float32([4, 5, 6])})  # one rank: the identity
+    np.testing.assert_array_equal(want["c"], [1, 2, 3])

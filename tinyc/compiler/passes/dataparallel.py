@@ -1,0 +1,76 @@
+"""The `dataparallel` pass: one allreduce of every gradient and metric, so N ranks train as one.
+
+Each rank runs the same program on its slice of the global batch. Its loss and metrics are means
+over its local examples; weighted by its share `s = local / global` (the input `batch_share`,
+fed every step) and summed over the ranks they are means over the global batch, exactly:
+sum_r s_r mean_r(x) = sum_r sum_{i in r} x_i / global. Gradients are linear in the loss, so the
+same weighting makes them the gradients of the global mean. The pass packs every weighted
+`grad.<param>` and every scalar float output into one flat buffer per dtype (`flat_concat`),
+reduces it with one `allreduce` and hands the optimizer and the outputs `slice`/`reshape` views
+of the result. Other outputs (logits) stay per rank.
+
+On one rank `s = 1` (multiplying by 1 is exact) and the allreduce is the identity, so the step
+computes the same bits as without the pass; the copy into the flat buffer is its only cost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...ir.builder import Builder, Tensor
+from ...ir.errors import IRError
+from ...ir.graph import Graph
+from ...ir.program import SHARE_INPUT
+from . import register_pass
+from .optimizer import GRAD_PREFIX
+
+NOTE = "dataparallel"
+
+
+def reduced_outputs(graph: Graph) -> list[str]:
+    """The outputs the pass reduces: parameter gradients and scalar float outputs (means), in order."""
+    types = graph.types
+    return [name for name, v in graph.outputs
+            if name.startswith(GRAD_PREFIX) or (types[v].shape == () and types[v].is_float)]
+
+
+@register_pass("dataparallel")
+def dataparallel(graph: Graph) -> Graph:
+    """Sum the gradients and metrics over ranks with one allreduce, weighted by batch_share."""
+    names = reduced_outputs(graph)
+    if not any(name.startswith(GRAD_PREFIX) for name in names):
+        return graph  # nothing to train: a forward graph
+    b = Builder.from_graph(graph)
+    if SHARE_INPUT in b.types:
+        raise IRError(f"dataparallel: the graph already has a value named {SHARE_INPUT!r}",
+                      hint=f"rename the input: {SHARE_INPUT!r} is this rank's share of the batch")
+    share = b.input(SHARE_INPUT, (), "f32")
+    outputs: dict[str, Any] = dict(graph.outputs)
+    producers = graph.producers
+    by_dtype: dict[str, list[tuple[str, Tensor, tuple]]] = {}
+    for name in names:
+        # a gradient's nodes belong to its parameter's layer (as its optimizer step does),
+        # a metric's to the node computing it
+        if name.startswith(GRAD_PREFIX):
+            param = graph.param_map[name[len(GRAD_PREFIX):]]
+            where = (param.loc, NOTE, param.name.rpartition(".")[0])
+        else:
+            node = producers.get(outputs[name])
+            where = (node.loc, NOTE, node.scope) if node else ("", NOTE, "")
+        with b.at(*where):
+            x = b.tensor(outputs[name])
+            s = share if x.dtype == "f32" else b.apply("cast", [share], dtype=x.dtype)
+            by_dtype.setdefault(x.dtype, []).append((name, x * s, where))  # s_r x_r, summed: the global value
+    loss = producers.get(outputs.get(graph.meta.get("loss", "loss"), ""))
+    for weighted in by_dtype.values():
+        with b.at(loss.loc if loss else "", NOTE):
+            total = b.apply("allreduce", [b.apply("flat_concat", [x for _, x, _ in weighted])])
+        start = 0
+        for name, x, where in weighted:
+            n = x.type.numel()
+            with b.at(*where):
+                part = b.apply("slice", [total], axis=0, start=start, stop=start + n)
+                outputs[name] = b.apply("reshape", [part], shape=x.shape)
+            start += n
+    result = {name: v if isinstance(v, Tensor) else b.tensor(v) for name, v in outputs.items()}
+    return b.graph(result, {name: b.tensor(v) for name, v in graph.updates}, meta=dict(graph.meta))

@@ -1,0 +1,171 @@
+"""Communicators for data-parallel training: MPI through mpi4py, or `LocalComm` in one process.
+
+The runtime needs few collectives: the in-place sum of a buffer (the `allreduce` kernel), and
+for start-up and bookkeeping the object collectives `bcast`, `allgather`, `allreduce` (sum).
+An mpi4py communicator has them all; `LocalComm` provides the same methods for N ranks
+simulated by N threads of one process (tests without MPI, notebooks). mpi4py is imported only
+when a real MPI job is detected (`mpi_world`): one-process runs never load it.
+
+Bits: `LocalComm` sums in rank order, r0 + r1 + ... For two ranks that is what any MPI does
+(float addition is commutative), so a 2-rank LocalComm run equals a 2-rank `mpiexec` run bit
+for bit; for more ranks MPI's summation order depends on its algorithm and message size.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+# Environment variables by which launchers tell a process the size of its job (MPICH/hydra and
+# PMI-2 under srun: PMI_SIZE; Open MPI: OMPI_COMM_WORLD_SIZE; MVAPICH: MV2_COMM_WORLD_SIZE).
+WORLD_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+
+
+def launched_size(environ: dict[str, str] | None = None) -> int:
+    """The job size an MPI launcher (mpiexec, srun) announced to this process; 1 if none."""
+    env = os.environ if environ is None else environ
+    for var in WORLD_SIZE_VARS:
+        value = env.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return 1
+
+
+def launched_rank(environ: dict[str, str] | None = None) -> int:
+    """This process's rank as its launcher announced it (0 if none); known before MPI starts."""
+    env = os.environ if environ is None else environ
+    for var in RANK_VARS:
+        value = env.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def mpi_world() -> Any | None:
+    """MPI's COMM_WORLD when this process runs in a job of more than one rank, else None."""
+    if launched_size() <= 1:
+        return None
+    from ..ir.errors import TinycError
+
+    try:
+        from mpi4py import MPI
+    except ImportError as e:
+        raise TinycError(f"this process was started by an MPI launcher, but mpi4py cannot be used ({e})",
+                         hint='pip install "tinyc[mpi]" (or mpi4py built against your MPI)') from None
+    return MPI.COMM_WORLD
+
+
+def in_place_sum(comm: Any | None) -> Callable[[np.ndarray], None] | None:
+    """The function summing a buffer over the ranks of `comm` in place; None on one rank."""
+    if comm is None or comm.Get_size() == 1:
+        return None
+    if isinstance(comm, LocalComm):
+        return comm.sum_in_place
+    from mpi4py import MPI  # a real communicator: mpi4py is loaded already
+
+    def reduce(buf: np.ndarray) -> None:
+        comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+
+    return reduce
+
+
+class _World:
+    """What the ranks of one LocalComm share: a barrier and one slot per rank."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.barrier = threading.Barrier(size)
+        self.slots: list[Any] = [None] * size
+
+
+class LocalComm:
+    """Rank `rank` of `size` ranks simulated in one process, one thread per rank.
+
+    `LocalComm.world(n)` makes the n communicators; run each rank's work in its own thread
+    (`run_ranks`). Collectives meet at a barrier; sums are taken in rank order.
+    """
+
+    def __init__(self, world: _World, rank: int) -> None:
+        self._world, self.rank, self.size = world, rank, world.size
+
+    @classmethod
+    def world(cls, size: int) -> list[LocalComm]:
+        """The communicators of `size` simulated ranks, rank 0 first."""
+        if size < 1:
+            raise ValueError(f"a world needs at least one rank, got {size}")
+        w = _World(size)
+        return [cls(w, r) for r in range(size)]
+
+    def Get_rank(self) -> int:  # noqa: N802  (mpi4py's names)
+        return self.rank
+
+    def Get_size(self) -> int:  # noqa: N802
+        return self.size
+
+    def _exchange(self, value: Any) -> list[Any]:
+        """Every rank's `value`, by rank (a collective: all ranks must call it)."""
+        w = self._world
+        w.slots[self.rank] = value
+        w.barrier.wait()
+        values = list(w.slots)
+        w.barrier.wait()  # no rank overwrites its slot before all have read
+        return values
+
+    def sum_in_place(self, buf: np.ndarray) -> None:
+        """buf = buf_0 + buf_1 + ... over the ranks, in rank order (the allreduce kernel's sum)."""
+        parts = self._exchange(buf.copy())
+        total = parts[0].copy()
+        for p in parts[1:]:
+            total += p
+        np.copyto(buf, total)
+
+    def Barrier(self) -> None:  # noqa: N802
+        self._exchange(None)
+
+    def bcast(self, obj: Any, root: int = 0) -> Any:
+        return self._exchange(obj if self.rank == root else None)[root]
+
+    def allgather(self, obj: Any) -> list[Any]:
+        return self._exchange(obj)
+
+    def allreduce(self, obj: Any) -> Any:
+        """The sum of `obj` (numbers or arrays) over the ranks, in rank order."""
+        parts = self._exchange(obj)
+        total = parts[0]
+        for p in parts[1:]:
+            total = total + p
+        return total
+
+    def Abort(self, errorcode: int = 1) -> None:  # noqa: N802
+        """Break every other rank out of its collective (they raise BrokenBarrierError)."""
+        self._world.barrier.abort()
+
+
+def run_ranks(comms: list[LocalComm], fn: Callable[[LocalComm], Any]) -> list[Any]:
+    """Run `fn(comm)` for every rank in its own thread; results by rank. An exception on any
+    rank aborts the others' collectives and is raised here (the lowest rank's first)."""
+    results: list[Any] = [None] * len(comms)
+    errors: list[BaseException | None] = [None] * len(comms)
+
+    def work(comm: LocalComm) -> None:
+        try:
+            results[comm.rank] = fn(comm)
+        except BaseException as e:  # noqa: BLE001  (re-raised below, in the caller's thread)
+            errors[comm.rank] = e
+            comm.Abort()
+
+    threads = [threading.Thread(target=work, args=(c,), name=f"rank{c.rank}") for c in comms]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    first = next((e for e in errors if e is not None and not isinstance(e, threading.BrokenBarrierError)), None)
+    first = first or next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise first
+    return results

@@ -1,0 +1,38 @@
+"""Kernels of the data-parallel ops (`tinyc.ir.parallel_ops`): the flat buffer and its sum.
+
+`allreduce` takes the communicator's in-place sum as `reduce` (bound by the Executor from its
+`comm`, see `tinyc.runtime.comm`); without one, it is the identity of one rank. Both stay pure
+functions of their arguments, as every kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def allreduce(x: np.ndarray, out: np.ndarray | None = None,
+              reduce: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+    out = np.array(x) if out is None else out
+    if out is not x:
+        np.copyto(out, x)
+    if reduce is not None:
+        reduce(out)  # sums `out` over the ranks, in place
+    return out
+
+
+def flat_concat(*xs: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    if out is None:
+        return np.concatenate([np.ravel(x) for x in xs])
+    start = 0
+    for x in xs:
+        n = x.size
+        np.copyto(out[start:start + n].reshape(x.shape), x)
+        start += n
+    return out
+
+
+PARALLEL_KERNELS = {"allreduce": allreduce, "flat_concat": flat_concat}
+# Kernels that take the communicator's in-place sum as `reduce=` (the Executor binds it).
+COLLECTIVES = frozenset(("allreduce",))
