@@ -75,3 +75,49 @@ def test_mismatched_parameters_are_named_with_both_shapes():
         ck.check_compatible({"w": np.zeros((5, 3), np.float32), "b": np.zeros(5, np.float32)}, expected)
     with pytest.raises(CheckpointError, match="no tensor for parameter 'b'"):
         ck.check_compatible({"w": np.zeros((3, 5), np.float32)}, expected)
+
+
+def _edit_metadata(data: bytes, edit) -> bytes:
+    """The checkpoint re-written by another tool with its metadata edited and its old seal kept."""
+    import json
+    import struct
+
+    from safetensors.numpy import load, save
+
+    n = struct.unpack("<Q", data[:8])[0]
+    metadata = json.loads(data[8:8 + n])["__metadata__"]
+    edit(metadata)
+    return save(load(data), metadata=metadata)
+
+
+def _set_meta(key, value):
+    def edit(metadata):
+        import json
+
+        meta = json.loads(metadata["meta"])
+        meta[key] = value
+        metadata["meta"] = json.dumps(meta, sort_keys=True)
+    return edit
+
+
+@pytest.mark.parametrize("edit", [
+    _set_meta("epoch", 7), _set_meta("step", 0), _set_meta("rng", {"state": 6}), _set_meta("history", []),
+    lambda m: m.update(note="added"), lambda m: m.update(format="tinyc.checkpoint ")])
+def test_edited_metadata_is_refused(tmp_path, edit):
+    """The seal covers every byte that matters: metadata (epoch, step, RNG state, history) too."""
+    data = ck.encode_checkpoint(_tensors(), {"epoch": 1, "step": 9, "rng": {"state": 5}, "history": [{"epoch": 1}]})
+    path = tmp_path / "c.safetensors"
+    path.write_bytes(_edit_metadata(data, lambda m: None))
+    assert ck.load_checkpoint(str(path))[1]["epoch"] == 1  # rewriting alone keeps it valid
+    path.write_bytes(_edit_metadata(data, edit))
+    with pytest.raises(CheckpointError) as info:
+        ck.load_checkpoint(str(path))
+    assert len(str(info.value).splitlines()) <= 2 and str(path) in str(info.value)
+
+
+def test_a_checkpoint_sealed_only_over_its_tensors_is_refused(tmp_path):
+    data = _edit_metadata(ck.encode_checkpoint(_tensors(), {"epoch": 1}), lambda m: m.update(version="1"))
+    path = tmp_path / "c.safetensors"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match="version 1 is not sealed whole"):
+        ck.load_checkpoint(str(path))

@@ -5,8 +5,10 @@ progress), named as in the program, with metadata naming the program they belong
 safetensors reader opens it.
 
 A checkpoint is written to a temporary file in the same folder, flushed, fsynced and renamed
-over the old one, so a reader sees either the old file or the new one, never a mix. The
-metadata records a SHA-256 of the tensor bytes, so a damaged file is refused rather than used.
+over the old one, so a reader sees either the old file or the new one, never a mix. It is sealed
+whole: a SHA-256 over every metadata entry (epoch, step, RNG state, history, settings, ...) and
+every tensor's name, dtype, shape and bytes is stored beside them, so a damaged or edited file is
+refused rather than used (version 1 sealed only the tensors, and is refused too).
 """
 
 from __future__ import annotations
@@ -23,12 +25,16 @@ from ..ir.errors import CheckpointError
 from ..ir.fileio import atomic_write
 
 FORMAT = "tinyc.checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the seal covers the metadata too
+SEAL = "sha256"  # the metadata entry holding the seal
 _MAX_HEADER = 64 << 20  # a larger JSON header is damage, not a checkpoint
 
 
-def _digest(tensors: Mapping[str, np.ndarray]) -> str:
+def _seal(metadata: Mapping[str, str], tensors: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 of every metadata entry but the seal itself, then of every tensor."""
     h = hashlib.sha256()
+    fields = {k: v for k, v in metadata.items() if k != SEAL}
+    h.update(json.dumps(fields, sort_keys=True).encode())
     for name in sorted(tensors):
         arr = tensors[name]
         h.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
@@ -47,8 +53,8 @@ def encode_checkpoint(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]
         "format": FORMAT,
         "version": str(VERSION),
         "meta": json.dumps(meta, sort_keys=True),
-        "sha256": _digest(arrays),
     }
+    metadata[SEAL] = _seal(metadata, arrays)
     return save(arrays, metadata=metadata)
 
 
@@ -72,14 +78,18 @@ def decode_checkpoint(data: bytes, source: str = "checkpoint") -> tuple[dict[str
         raise CheckpointError(f"{source}: damaged checkpoint (header is not valid JSON)") from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise CheckpointError(f"{source}: not a tinyc checkpoint (safetensors file without tinyc metadata)")
-    if not str(metadata.get("version", "")).isdigit() or int(metadata["version"]) > VERSION:
+    version = str(metadata.get("version", ""))
+    if not version.isdigit() or int(version) > VERSION:
         raise CheckpointError(f"{source}: checkpoint version {metadata.get('version')} is newer than this tinyc reads")
+    if int(version) < VERSION:
+        raise CheckpointError(f"{source}: checkpoint version {version} is not sealed whole (its metadata could be "
+                              "edited unnoticed)", hint="train again to write a version 2 checkpoint")
     try:
         tensors = load(bytes(data))
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for damaged files
         raise CheckpointError(f"{source}: damaged or truncated checkpoint ({str(e).splitlines()[0][:120]})") from None
-    if _digest(tensors) != metadata.get("sha256"):
-        raise CheckpointError(f"{source}: checkpoint contents do not match their checksum (damaged file)")
+    if not all(isinstance(v, str) for v in metadata.values()) or _seal(metadata, tensors) != metadata.get(SEAL):
+        raise CheckpointError(f"{source}: checkpoint contents or metadata do not match their seal (damaged or edited file)")
     try:
         meta = json.loads(metadata.get("meta", "{}"))
     except ValueError:
