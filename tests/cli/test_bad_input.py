@@ -44,6 +44,8 @@ MODEL_ERRORS = [
     ("non_tensor", HEAD + "    x = tc.input('x', (3,))\n    y = tc.relu([1.0, 2.0])\n"
      "    return tc.Train(y.sum())\n", 6, ["relu", "expected a Tensor, got list"]),
     ("raises", HEAD + "    raise ValueError('bad config')\n", 5, ["ValueError: bad config"]),
+    ("exits", HEAD + "    import sys\n    sys.exit(3)\n", 6, ["calling model()", "sys.exit(3)"]),
+    ("exits_on_import", "import sys\n\nsys.exit()\n", 3, ["importing the model file", "sys.exit(None)"]),
 ]
 
 
@@ -106,3 +108,62 @@ def test_checkpoint_that_does_not_fit_names_parameter_and_shapes(program, tmp_pa
     save_checkpoint(str(ckpt), {"w": np.zeros((15, 3), np.float32), "b": np.zeros(3, np.float32)}, {"epoch": 1})
     message = one_line_error(invoke("eval", program, "--weights", ckpt, "--data", f"idx:{tmp_path}"))
     assert "other.safetensors" in message and "'w'" in message and "[15, 3]" in message and "[16, 3]" in message
+
+
+def test_a_model_file_is_python_whatever_its_suffix(tmp_path):
+    model = tmp_path / "tiny.model"
+    model.write_text(TINY_MODEL)
+    result = invoke("compile", model, "-o", tmp_path / "tiny.ir")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "tiny.ir").exists()
+
+
+def test_a_negative_seed_is_a_usage_error(program, tmp_path):
+    result = invoke("run", program, "--seed", "-1", "--data", f"idx:{tmp_path}")
+    assert result.exit_code == 2 and "--seed" in result.output and "internal error" not in result.output
+
+
+def _with_meta(data: bytes, edit) -> bytes:
+    doc = msgpack.unpackb(data, raw=False)
+    edit(doc["program"]["meta"])
+    return msgpack.packb(doc, use_bin_type=True)
+
+
+@pytest.mark.parametrize("edit,words", [
+    (lambda m: m.update(train=None), "meta.train must be a dict, got NoneType"),
+    (lambda m: m.update(label_inputs="label"), "meta.label_inputs must be a list"),
+    (lambda m: m["train"].update(lr=-1.0), "meta.train.lr must be a finite number >= 0, got -1.0"),
+    (lambda m: m["train"].update(schedule="warp"), "meta.train.schedule must be one of constant, cosine, step"),
+    (lambda m: m["train"].update(batch_size="64"), "meta.train.batch_size must be an int >= 1"),
+])
+@pytest.mark.parametrize("command", ["inspect", "run"])
+def test_program_metadata_of_the_wrong_type_is_refused_at_load(program, tmp_path, edit, words, command):
+    """Not blamed on --lr or --schedule, which the user did not give: the file is named."""
+    bad = tmp_path / "bad.ir"
+    bad.write_bytes(_with_meta(program.read_bytes(), edit))
+    args = ["inspect", bad] if command == "inspect" else ["run", bad, "--data", f"idx:{tmp_path}"]
+    message = one_line_error(invoke(*args))
+    assert "bad.ir" in message and words in message and "--" not in message
+
+
+def test_a_gz_that_inflates_past_its_header_is_refused_without_inflating_it(tmp_path):
+    import gzip
+    import struct
+    import tracemalloc
+
+    from tinyc.ir.errors import DataError
+    from tinyc.runtime.datasets.idx import read_idx
+
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    # a header for 10 labels, then 200 MB of zeros: 200 KB compressed
+    path.write_bytes(gzip.compress(struct.pack(">II", 0x801, 10) + bytes(10) + bytes(200 << 20), 1))
+    tracemalloc.start()
+    with pytest.raises(DataError, match="trailing bytes"):
+        read_idx(str(path), "labels")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak:,} bytes allocated"
+    # a header that claims more than deflate can make of the file is refused up front
+    path.write_bytes(gzip.compress(struct.pack(">IIII", 0x803, 10**8, 28, 28)))
+    with pytest.raises(DataError, match="more than a .*-byte .gz can hold"):
+        read_idx(str(path), "images")

@@ -54,7 +54,7 @@ def run(
     lr: Annotated[float | None, opt("--lr", "Base learning rate (default: the program's).", min=0.0)] = None,
     schedule: Annotated[Schedule | None, opt("--schedule", "Learning-rate schedule (default: the program's).")] = None,
     warmup: Annotated[int | None, opt("--warmup", "Linear warmup steps.", min=0)] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the initial parameters and the shuffling.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the initial parameters and the shuffling.", min=0)] = 0,
     limit: Annotated[int | None, opt("--limit", "Train on the first N examples only.", min=1, metavar="N")] = None,
     no_shuffle: Annotated[bool, typer.Option("--no-shuffle", help="Keep the data set's order.")] = False,
     data_dir: DataDirOption = None,

@@ -8,6 +8,7 @@ than the loss, the labels are the loss's integer inputs. `Program.meta` records 
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import itertools
 import os
@@ -38,7 +39,10 @@ def _import_model(path: str):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isfile(path):
         raise ModelFileError("no such model file", loc=name)
-    spec = importlib.util.spec_from_file_location(f"_tinyc_model_{next(_counter)}", path)
+    module_name = f"_tinyc_model_{next(_counter)}"
+    # an explicit loader: a model file is Python whatever its suffix (else the spec is None)
+    spec = importlib.util.spec_from_file_location(module_name, path,
+                                                  loader=importlib.machinery.SourceFileLoader(module_name, path))
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
     sys.path.insert(0, folder)
@@ -63,8 +67,12 @@ def _user_error(path: str, e: BaseException, doing: str) -> ModelFileError:
     for frame, lineno in traceback.walk_tb(e.__traceback__):
         if os.path.abspath(frame.f_code.co_filename) == os.path.abspath(path):
             line = lineno
+    loc = f"{os.path.basename(path)}:{line}"
+    if isinstance(e, SystemExit):  # not tinyc's exit: the model file must return, not end the process
+        return ModelFileError(f"{doing}: the model file called sys.exit({e.code!r})", loc=loc,
+                              hint="a model file defines functions; tinyc ends the process")
     text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-    return ModelFileError(f"{doing}: {text}", loc=f"{os.path.basename(path)}:{line}")
+    return ModelFileError(f"{doing}: {text}", loc=loc)
 
 
 def trace_model_file(path: str, entry: str = "model") -> tuple[Graph, Train]:
@@ -82,7 +90,7 @@ def trace_model_file(path: str, entry: str = "model") -> tuple[Graph, Train]:
             train = fn()
         except TinycError:
             raise
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             raise _user_error(path, e, f"calling {entry}()") from e
         if not isinstance(train, Train):
             raise ModelFileError(f"{entry}() returned {type(train).__name__}, not tc.Train",

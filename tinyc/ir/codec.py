@@ -33,6 +33,7 @@ from .fileio import atomic_write
 from .graph import Graph, Input, Node, Param
 from .ops import OPS
 from .program import Entry, Program
+from .train import program_meta_problem
 from .types import DTYPES, TensorType
 from .version import __version__
 from .verify import verify
@@ -246,7 +247,11 @@ def _decode_program(doc: Any, size: int) -> Program:
             _fail("program", f"entry {_short(name)} appears twice")
         graph = _decode_graph(e["graph"], f"entry {name}", size)
         entries[name] = Entry(name, graph, _plain_dict(e["plan"], f"entry {name}", "plan"))
-    return Program(entries, _plain_dict(doc["meta"], "program", "meta"))
+    meta = _plain_dict(doc["meta"], "program", "meta")
+    problem = program_meta_problem(meta)
+    if problem:
+        _fail("program", problem)
+    return Program(entries, meta)
 
 
 def _decode_graph(doc: Any, where: str, size: int) -> Graph:

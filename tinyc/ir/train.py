@@ -7,6 +7,7 @@ that `tinyc run model.ir` alone trains well.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -82,18 +83,57 @@ class Train:
 
     def defaults(self) -> dict[str, Any]:
         """Training defaults as stored in the program's meta."""
-        if self.schedule not in SCHEDULES:
-            raise IRError(f"tc.Train: schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        for key, low in (("epochs", 0), ("batch_size", 1), ("warmup", 0), ("step_size", 1)):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise IRError(f"tc.Train: {key} must be an int >= {low}, got {value!r}")
-        return {
-            "epochs": int(self.epochs),
-            "batch_size": int(self.batch_size),
-            "lr": float(self.lr if self.lr is not None else self.optimizer.lr),
-            "schedule": self.schedule,
-            "warmup": int(self.warmup),
-            "gamma": float(self.gamma),
-            "step_size": int(self.step_size),
-        }
+        values = {key: getattr(self, key) for key in TRAIN_DEFAULTS}
+        values["lr"] = self.lr if self.lr is not None else self.optimizer.lr
+        problem = train_defaults_problem(values)
+        if problem:
+            raise IRError(f"tc.Train: {problem}")
+        return {key: (float(v) if TRAIN_DEFAULTS[key][0] is float else v) for key, v in values.items()}
+
+
+# The training defaults a program stores (meta["train"]): type and lowest value (None: any
+# finite number, a tuple: the allowed names). One rule for tc.Train, the `.ir` loader and `tinyc run`.
+TRAIN_DEFAULTS: dict[str, tuple[type, Any]] = {
+    "epochs": (int, 0),
+    "batch_size": (int, 1),
+    "lr": (float, 0.0),
+    "schedule": (str, SCHEDULES),
+    "warmup": (int, 0),
+    "gamma": (float, None),
+    "step_size": (int, 1),
+}
+
+
+def train_defaults_problem(values: Mapping[str, Any]) -> str:
+    """What is wrong with stored training defaults (`key must be ..., got ...`), or "" if nothing."""
+    for key, value in values.items():
+        if key not in TRAIN_DEFAULTS:
+            continue  # a newer tinyc's setting: ignored, as unknown meta is
+        kind, low = TRAIN_DEFAULTS[key]
+        if kind is str:
+            if value not in low:
+                return f"{key} must be one of {', '.join(low)}, got {value!r}"
+            continue
+        number = not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else int)
+        if not number or (kind is float and not math.isfinite(value)) or (low is not None and value < low):
+            what = "an int" if kind is int else "a finite number"
+            return f"{key} must be {what}" + (f" >= {low:g}" if low is not None else "") + f", got {value!r}"
+    return ""
+
+
+# The program meta entries tinyc reads, with their types (other entries are kept and ignored).
+PROGRAM_META: dict[str, type] = {
+    "train": dict, "optimizer": dict, "model": str, "tinyc": str, "data_inputs": list, "label_inputs": list,
+}
+
+
+def program_meta_problem(meta: Mapping[str, Any]) -> str:
+    """What is wrong with a program's meta (`meta.train: ...`), or "" if nothing."""
+    for key, kind in PROGRAM_META.items():
+        if key in meta and not isinstance(meta[key], kind):
+            return f"meta.{key} must be a {kind.__name__}, got {type(meta[key]).__name__}"
+    for key in ("data_inputs", "label_inputs"):
+        if not all(isinstance(n, str) for n in meta.get(key, [])):
+            return f"meta.{key} must list input names"
+    problem = train_defaults_problem(meta.get("train", {}))
+    return f"meta.train.{problem}" if problem else ""

@@ -25,6 +25,7 @@ import numpy as np
 from ..ir.errors import CheckpointError, DataError, NumericsError, OutputError, TinycError
 from ..ir.fileio import check_outputs, hold_lock, remove_stale_temps
 from ..ir.program import LR_INPUT, PREDICT_ENTRY, SHARE_INPUT, TRAIN_ENTRY, Program
+from ..ir.train import train_defaults_problem
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .datasets import bind, epoch_order
 from .executor import Executor
@@ -62,7 +63,11 @@ class RunConfig:
     def from_program(cls, program: Program, **overrides: Any) -> RunConfig:
         """Defaults stored by `tc.Train(...)` in the program, then every override that is not None."""
         known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in dict(program.meta.get("train", {})).items() if k in known and v is not None}
+        stored = dict(program.meta.get("train", {}))
+        problem = train_defaults_problem(stored)  # blame the program, not a flag the user did not give
+        if problem:
+            raise TinycError(f"the program's stored training settings: {problem}", hint="compile the model file again")
+        values = {k: v for k, v in stored.items() if k in known and v is not None}
         values.update({k: v for k, v in overrides.items() if v is not None and k in known})
         config = cls(**values)
         config.validate()
@@ -78,6 +83,7 @@ class RunConfig:
             (self.warmup >= 0, "--warmup must be >= 0"),
             (self.limit is None or self.limit >= 1, "--limit must be >= 1"),
             (self.log_every is None or self.log_every >= 1, "--log-every must be >= 1"),
+            (isinstance(self.seed, int) and self.seed >= 0, "--seed must be an integer >= 0"),
             (not self.resume or bool(self.checkpoint), "--resume needs --checkpoint PATH"),
             (not (self.resume and self.overwrite), "--resume and --overwrite contradict each other"),
         ]

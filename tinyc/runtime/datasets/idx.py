@@ -26,16 +26,49 @@ IDX_FILES: dict[str, tuple[str, str]] = {
 }
 
 
+# deflate produces at most about 1032 bytes per input byte: a header claiming more lies
+_MAX_DEFLATE_RATIO = 1032
+
+
 def _read_bytes(path: str) -> bytes:
-    """The file's content, decompressed when it is gzip (decided by its magic bytes, not its name)."""
+    """The file's content, decompressed when it is gzip (decided by its magic bytes, not its name).
+    Decompression stops one byte past what the IDX header says the file holds, so a small `.gz`
+    that inflates far past its header's size costs no memory (read_idx then reports the excess)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
+        if data[:2] != b"\x1f\x8b":
+            return data
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing
+        out = inflate.decompress(data, _HEADER_MAX)
+        need = _claimed_size(out)
+        if need is None:  # no IDX header: read_idx says what is wrong with these bytes
+            return out
+        if need > _MAX_DEFLATE_RATIO * len(data) + _HEADER_MAX:
+            raise DataError(f"{path}: IDX header claims {need:,} bytes, more than a {len(data):,}-byte .gz can hold")
+        while len(out) <= need and inflate.unconsumed_tail:
+            out += inflate.decompress(inflate.unconsumed_tail, need + 1 - len(out))
+        if len(out) < need and not inflate.eof:
+            raise EOFError("compressed file ended before the end-of-stream marker was reached")
+        return out
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read IDX file: {e}") from None
-    return data
+
+
+_HEADER_MAX = 4 + 4 * max(rank for _, rank in MAGICS.values())
+
+
+def _claimed_size(head: bytes) -> int | None:
+    """Header plus records, as the IDX header of these first bytes says; None without a header."""
+    if len(head) < 4:
+        return None
+    (magic,) = struct.unpack(">I", head[:4])
+    if magic not in MAGICS:
+        return None
+    header = 4 + 4 * MAGICS[magic][1]
+    if len(head) < header:
+        return None
+    return header + int(np.prod(struct.unpack(f">{MAGICS[magic][1]}I", head[4:header]), dtype=np.int64))
 
 
 def read_idx(path: str, kind: str) -> np.ndarray:
