@@ -73,9 +73,9 @@ def program():
 
 
 @pytest.mark.parametrize("n", [1, 2])
-def test_executor_runs_its_kernels_with_its_blas_threads(monkeypatch, program, n):
-    """A kernel of the step itself sees BLAS at the executor's thread count; after the step the
-    process's own setting is back."""
+def test_executor_steps_run_blas_single_threaded(monkeypatch, program, n):
+    """Inside a step BLAS has one thread whatever the executor's count (its pool runs BLAS calls
+    side by side, parallel.py); after the step the process's own setting is back."""
     seen = []
     real = KERNELS["relu"]
 
@@ -86,8 +86,9 @@ def test_executor_runs_its_kernels_with_its_blas_threads(monkeypatch, program, n
     monkeypatch.setitem(KERNELS, "relu", spy)  # read when the instruction list is built
     before = _blas_counts()
     ex = Executor(program, threads=n)
+    assert ex.threads == n
     ex.train_step(_batch(8))
-    assert seen and all(counts == [n] * len(before) for counts in seen)
+    assert seen and all(counts == [1] * len(before) for counts in seen)
     assert _blas_counts() == before
 
 

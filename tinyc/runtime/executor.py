@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,6 +28,7 @@ from .checkpoint import read_weights, save_weights
 from .comm import in_place_sum
 from .init import init_param
 from .kernels import KERNELS, VIEW_OPS
+from .parallel import call_of, pool
 from .parallel_kernels import COLLECTIVES
 from .threads import blas_threads, resolve_threads
 
@@ -113,6 +113,7 @@ class Executor:
         self.threads = resolve_threads(threads)
         self.comm = comm
         self._reduce = in_place_sum(comm)
+        self._pool = pool(self.threads)  # large instructions run as row blocks on it (parallel.py)
         self._runners = {name: _EntryRunner(e) for name, e in program.entries.items()}
         self.params: dict[str, np.ndarray] = {}
         self._specs = {}
@@ -168,7 +169,7 @@ class Executor:
                 np.copyto(buf, a, casting="same_kind")
             except TypeError:
                 raise DataError(f"input {name!r} has dtype {a.dtype}, expected {buf.dtype}") from None
-        with blas_threads(self.threads):
+        with blas_threads(1):  # the pool's threads run BLAS calls side by side: one thread each
             if self.check_numerics:
                 self._execute_checked(compiled.instrs)
             else:
@@ -247,8 +248,8 @@ class Executor:
                 out = np.empty(shape, t.np_dtype)
             if node.op in COLLECTIVES and self._reduce is not None:
                 attrs["reduce"] = self._reduce
-            call = partial(KERNELS[node.op], out=out, **attrs)
             ins = tuple(env[u] for u in node.inputs)
+            call = call_of(KERNELS[node.op], node.op, ins, out, attrs, self._pool)
             env[node.out] = out
             if node.out in static and not node.inputs:
                 _execute_one(call, ins, out, node)  # inputs-free: computed once per binding
