@@ -98,3 +98,12 @@ def test_executor_default_follows_the_environment(monkeypatch, program):
     monkeypatch.setenv(ENV_VAR, "zero")
     with pytest.raises(TinycError, match=ENV_VAR):
         Executor(program)
+
+
+def test_overlapping_steps_in_threads_restore_the_setting_once_all_end():
+    before = _blas_counts()
+    with blas_threads(1):
+        with blas_threads(1):  # a second executor's step, in another thread, overlapping
+            assert _blas_counts() == [1] * len(before)
+        assert _blas_counts() == [1] * len(before)  # the first is still running
+    assert _blas_counts() == before

@@ -12,6 +12,7 @@ the duration of a step (`blas_threads`), so NumPy code around tinyc keeps its ow
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -69,9 +70,24 @@ def blas_thread_count() -> int | None:
     return max(counts) if counts else None
 
 
+_ACTIVE = {"depth": 0, "limiter": None}  # steps running now (several threads may run executors)
+_ACTIVE_LOCK = threading.Lock()
+
+
 @contextmanager
 def blas_threads(n: int) -> Iterator[None]:
-    """Run the block with BLAS limited to `n` threads; the previous setting is restored after.
-    Costs a few microseconds, so an executor wraps every step in it."""
-    with _blas().limit(limits=n):
+    """Run the block with BLAS limited to `n` threads; the previous setting is restored when the
+    last block running in any thread ends (steps of several executors may overlap in threads:
+    the first sets the limit, the last restores it). Costs a few microseconds per step."""
+    with _ACTIVE_LOCK:
+        if _ACTIVE["depth"] == 0:
+            _ACTIVE["limiter"] = _blas().limit(limits=n)
+        _ACTIVE["depth"] += 1
+    try:
         yield
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE["depth"] -= 1
+            if _ACTIVE["depth"] == 0:
+                _ACTIVE["limiter"].restore_original_limits()
+                _ACTIVE["limiter"] = None
