@@ -52,7 +52,7 @@ def test_model_file_compiles_and_trains(model_file):
     assert [name for name, _ in train.graph.outputs] == ["loss", "logits", "acc"]
     assert [name for name, _ in predict.graph.outputs] == ["logits"]  # acc needs the labels
     assert [i.name for i in predict.graph.inputs] == ["x"]
-    assert train.plan["peak_bytes"] > 0 and "memplan" not in train.graph.meta
+    assert train.plan.peak_bytes > 0 and "memplan" not in train.graph.meta
     assert program.meta["data_inputs"] == ["x"] and program.meta["label_inputs"] == ["y"]
     assert program.meta["model"] == "mymodel.py" and program.meta["optimizer"]["kind"] == "adamw"
     assert program.meta["train"]["schedule"] == "cosine" and program.meta["train"]["batch_size"] == 16

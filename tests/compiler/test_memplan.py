@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import random
 import tracemalloc
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,17 +14,13 @@ import pytest
 import tinyc as tc
 from tests.ir.graphgen import Chooser, build_graph
 from tinyc.compiler.driver import compile_graph
-from tinyc.compiler.passes.memplan import (
-    format_memory_report,
-    lifetimes,
-    memory_report,
-    memplan,
-)
+from tinyc.cli.memory import format_memory_report, memory_report
+from tinyc.compiler.passes.memplan import lifetimes, memplan
+from tinyc.ir.arena import pack
 from tinyc.ir.builder import new_graph
 from tinyc.ir.program import Entry, Program
 from tinyc.ir.train import optimizer_spec
 from tinyc.runtime import Executor
-from tinyc.ir.arena import pack
 from tinyc.runtime.arena import arena_layout
 from tinyc.runtime.reference import run_graph
 
@@ -32,13 +29,13 @@ def check_plan(graph, plan, batches=(1, 3, 64)) -> None:
     """No value is overwritten while still needed: values whose bytes overlap in the packed arena
     (at each of `batches`) or that share a parameter's array have disjoint lives, except a value
     written over an input that dies at its node (which then starts at the same byte)."""
-    first, last = lifetimes(graph, plan.get("alias"))
-    reuse = plan["reuse_input"]
+    first, last = lifetimes(graph, plan.alias)
+    reuse = plan.reuse_input
     types = graph.types
     for batch in batches:
         offsets, arena = arena_layout(plan, types, {"B": batch})
         spans = {}
-        for v, s in plan["slots"].items():
+        for v, s in plan.slots.items():
             start, size = offsets[s], types[v].nbytes(default=batch)
             assert start % 64 == 0 and start + size <= arena.nbytes, f"%{v} lies outside the arena"
             spans[v] = (start, start + size)
@@ -51,7 +48,7 @@ def check_plan(graph, plan, batches=(1, 3, 64)) -> None:
                 ok = last[a] < first[b] or (reuse.get(b) == a and last[a] == first[b] and sa == sb)
                 assert ok, f"%{a} and %{b} share bytes {max(sa, sb)}..{min(ea, eb)} at batch {batch} while both alive"
     homes: dict = {}
-    for v, p in plan["inplace"].items():
+    for v, p in plan.inplace.items():
         homes.setdefault(p, []).append(v)
     for param, values in homes.items():
         values.sort(key=first.__getitem__)
@@ -72,8 +69,8 @@ def _assert_same(got, want):
 
 @pytest.mark.parametrize("seed", range(40))
 def test_random_graphs_match_reference(seed):
-    graph = memplan(build_graph(Chooser(random.Random(seed)), 14))
-    plan = graph.meta["memplan"]
+    graph = build_graph(Chooser(random.Random(seed)), 14)
+    plan = memplan(graph)
     check_plan(graph, plan)
     ex = Executor(Program({"f": Entry("f", graph, plan)}), seed=seed)
     rng = np.random.default_rng(seed)
@@ -89,12 +86,12 @@ def test_random_graphs_match_reference(seed):
 
 
 def test_random_graphs_exercise_reuse():
-    plans = [memplan(build_graph(Chooser(random.Random(seed)), 14)).meta["memplan"] for seed in range(40)]
-    assert sum(bool(p["inplace"]) for p in plans) >= 5
-    assert sum(bool(p["alias"]) for p in plans) >= 20
-    assert sum(bool(p["reuse_input"]) for p in plans) >= 20
-    assert sum(len(set(p["slots"].values())) < len(p["slots"]) for p in plans) >= 20  # in-place chains
-    assert sum(p["arena_bytes"] < p["unpacked_bytes"] for p in plans) >= 20  # buffers sharing bytes
+    plans = [memplan(build_graph(Chooser(random.Random(seed)), 14)) for seed in range(40)]
+    assert sum(bool(p.inplace) for p in plans) >= 5
+    assert sum(bool(p.alias) for p in plans) >= 20
+    assert sum(bool(p.reuse_input) for p in plans) >= 20
+    assert sum(len(set(p.slots.values())) < len(p.slots) for p in plans) >= 20  # in-place chains
+    assert sum(p.arena_bytes < p.unpacked_bytes for p in plans) >= 20  # buffers sharing bytes
 
 
 def _mlp(seed: int, opt, width: int | None = None, features: int = 5, norm: bool = True):
@@ -122,7 +119,7 @@ def test_training_graphs_match_reference(seed, opt):
     program, _ = compile_graph(_mlp(seed, opt))
     entry = program.entries["train_step"]
     check_plan(entry.graph, entry.plan)
-    assert entry.plan["inplace"], "parameter updates should be written in place"
+    assert entry.plan.inplace, "parameter updates should be written in place"
     ex = Executor(program, seed=seed)
     rng = np.random.default_rng(seed)
     for batch in (16, 7, 16):
@@ -139,12 +136,12 @@ def test_planned_peak_below_no_reuse_and_report():
     program, _ = compile_graph(_mlp(5, tc.optim.Adam()))
     entry = program.entries["train_step"]
     plan = entry.plan
-    assert plan["peak_bytes"] <= plan["arena_bytes"] < plan["no_reuse_bytes"]
-    assert plan["peak_bytes"] <= plan["no_inplace_peak_bytes"]
+    assert plan.peak_bytes <= plan.arena_bytes < plan.no_reuse_bytes
+    assert plan.peak_bytes <= plan.no_inplace_peak_bytes
     report = memory_report(entry, 64)
-    assert report["batch"] == 64 and report["peak_bytes"] > plan["peak_bytes"]  # batch 16 -> 64
+    assert report["batch"] == 64 and report["peak_bytes"] > plan.peak_bytes  # batch 16 -> 64
     assert report["peak_at"]["op"] and report["live_at_peak"]
-    assert report["peak_bytes"] <= report["arena_bytes"] <= 1.1 * report["peak_bytes"] + 64 * len(plan["buffers"])
+    assert report["peak_bytes"] <= report["arena_bytes"] <= 1.1 * report["peak_bytes"] + 64 * len(plan.buffers)
     assert sum(r["bytes"] for r in report["live_at_peak"]) >= report["peak_bytes"]
     assert any(r["saved_for_backward"] for r in report["live_at_peak"])
     text = format_memory_report(report)
@@ -168,28 +165,27 @@ def test_step_allocates_little_beyond_the_plan():
         _, step_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    scale = batch / plan["batch"]
-    planned = plan["arena_bytes"] * scale
+    scale = batch / plan.batch
+    planned = plan.arena_bytes * scale
     assert first_peak < 1.25 * planned + 100_000  # arena + kernel temporaries + instruction list
     # a warm step allocates only kernel temporaries (one activation for where) and the outputs;
     # no layer_norm here: its fused kernels' temporaries are several activations (see kernels.py)
-    assert step_peak - base < 0.5 * plan["peak_bytes"] * scale
+    assert step_peak - base < 0.5 * plan.peak_bytes * scale
 
 
 def test_check_plan_rejects_an_overlap():
     with new_graph("g") as b:
         x = tc.input("x", ("B", 4))
         a, c = tc.exp(x), tc.neg(x)
-        graph = memplan(b.graph({"y": a * c}))
-    plan = dict(graph.meta["memplan"])
+        graph = b.graph({"y": a * c})
+    plan = memplan(graph)
     check_plan(graph, plan)
-    plan["slots"] = {v: 0 for v in plan["slots"]}  # %a and %c alive together in one buffer
+    wrong = replace(plan, slots={v: 0 for v in plan.slots})  # %a and %c alive together in one buffer
     with pytest.raises(AssertionError):
-        check_plan(graph, plan)
-    plan = dict(graph.meta["memplan"])
-    plan["buffers"] = [[i, i] for i in range(len(plan["buffers"]))]  # lives that lie: packed onto the same bytes
+        check_plan(graph, wrong)
+    lying = replace(plan, buffers=tuple((i, i) for i in range(len(plan.buffers))))  # packed onto the same bytes
     with pytest.raises(AssertionError):
-        check_plan(graph, plan)
+        check_plan(graph, lying)
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -233,10 +229,10 @@ def test_views_of_views_match_reference(heads):
     plan, graph = entry.plan, entry.graph
     check_plan(graph, plan)
     ops = {n.out: n.op for n in graph.nodes}
-    viewed = {ops[v] for v in plan["alias"]}
-    assert {"slice", "reshape" if heads > 1 else "slice"} <= viewed and not set(plan["alias"]) & set(plan["slots"])
+    viewed = {ops[v] for v in plan.alias}
+    assert {"slice", "reshape" if heads > 1 else "slice"} <= viewed and not set(plan.alias) & set(plan.slots)
     if heads > 1:  # q, k, v: reshape and transpose of a slice stay views of the qkv GEMM's output
-        assert any(ops[plan["alias"][v]] == "reshape" and ops[v] == "transpose" for v in plan["alias"])
+        assert any(ops[plan.alias[v]] == "reshape" and ops[v] == "transpose" for v in plan.alias)
     ex = Executor(program, seed=heads)
     rng = np.random.default_rng(heads)
     for batch in (4, 3):
@@ -273,9 +269,9 @@ def test_a_view_keeps_its_base_alive():
         r = a.reshape(("B", 2, 2))  # a view of a: a's buffer must outlive r's last reader
         c = tc.neg(x)
         d = tc.exp(c) * 2.0  # may not land in a's buffer while r is still to be read
-        graph = memplan(b.graph({"y": (r.sum(axis=2) + tc.slice(d, 0, 2, axis=1)) * 1.0}))
-    plan = graph.meta["memplan"]
-    assert plan["alias"]
+        graph = b.graph({"y": (r.sum(axis=2) + tc.slice(d, 0, 2, axis=1)) * 1.0})
+    plan = memplan(graph)
+    assert plan.alias
     check_plan(graph, plan)
     ex = Executor(Program({"f": Entry("f", graph, plan)}))
     feeds = {"x": np.arange(8, dtype=np.float32).reshape(2, 4) / 8}

@@ -57,9 +57,8 @@ def _grad_fed_program(opt) -> Program:
         w = tc.param("w", (3, 2), tc.init.normal(1.0))
         loss = (w * g).sum()
         graph = b.graph({"loss": loss, "grad.w": g * 1.0}, meta={"optimizer": optimizer_spec(opt)})
-    graph = memplan(optimizer(graph))
-    meta = dict(graph.meta)
-    return Program({"train_step": Entry("train_step", graph.with_nodes(graph.nodes, meta={}), meta["memplan"])})
+    graph = optimizer(graph)
+    return Program({"train_step": Entry("train_step", graph, memplan(graph))})
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)

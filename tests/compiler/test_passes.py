@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 import tinyc as tc
 from tinyc.compiler.graphutil import peak_live_bytes, topological_order
 from tinyc.compiler.passes import load_all
-from tinyc.compiler.passes.schedule import SCHEDULE_BATCH, greedy_order
+from tinyc.compiler.passes.schedule import greedy_order
+from tinyc.ir.plan import DEFAULT_BATCH
 from tinyc.compiler.passes.simplify import RULES
 
 RULES_BEFORE = dict(RULES)
@@ -328,8 +329,8 @@ def test_schedule_lowers_peak_on_independent_branches():
     g = branches()
     out = apply(g, "schedule")
     assert is_topological(out) and ops(out) == ops(g)
-    before = peak_live_bytes(g, batch=SCHEDULE_BATCH)
-    after = peak_live_bytes(out, batch=SCHEDULE_BATCH)
+    before = peak_live_bytes(g, batch=DEFAULT_BATCH)
+    after = peak_live_bytes(out, batch=DEFAULT_BATCH)
     assert after < before
     assert apply(g, "schedule") == out  # deterministic
     assert apply(out, "schedule") == out  # idempotent

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 import tinyc as tc
+from tinyc.compiler.passes.memplan import make_plan
 from tinyc.ir.builder import new_graph
 from tinyc.ir.graph import Graph
 from tinyc.ir.program import Entry, Program
@@ -118,8 +119,7 @@ def _step(c: Chooser, b, t, params: list, step: int, dtype: str):
 def build_program(c: Chooser, steps: int) -> Program:
     train = build_graph(c, steps, "train")
     predict = build_graph(c, max(1, steps // 2), "predict")
-    plan = {"peak_bytes": c.int(0, 10**9), "batch": 64, "slots": [[0, 1], [2, 3]], "inplace": True}
-    return Program({"train_step": Entry("train_step", train, plan), "predict": Entry("predict", predict, {})},
+    return Program({"train_step": Entry("train_step", train, make_plan(train)), "predict": Entry("predict", predict)},
                    {"epochs": 3, "optimizer": {"kind": "adam", "lr": 1e-3}, "schedule": "cosine"})
 
 

@@ -24,7 +24,9 @@ from tinyc.ir.codec import (
     load_program,
     save_program,
 )
+from tinyc.compiler.passes.memplan import make_plan
 from tinyc.ir.errors import IRFormatError
+from tinyc.ir.plan import MemoryPlan
 from tinyc.ir.program import Entry, Program
 
 from .graphgen import HypothesisChooser, build_graph, build_program, random_program
@@ -122,7 +124,7 @@ def _known_program() -> Program:
         h = tc.relu(x @ w + np.arange(3, dtype=np.float32)) * 2.0
         loss = h.mean()
         g = b.graph({"loss": loss}, {"w": w - 0.1 * w}, meta={"loss": "loss"})
-    return Program({"train_step": Entry("train_step", g, {"peak_bytes": 64})}, {"epochs": 1})
+    return Program({"train_step": Entry("train_step", g, make_plan(g))}, {"epochs": 1})
 
 
 VALID = encode_program(_known_program())
@@ -334,12 +336,36 @@ def test_encoding_unencodable_meta():
         encode_program(Program(p.entries, {"x": 2**70}))
 
 
-def test_plan_round_trip_with_numpy_scalars():
-    p = random_program(4, 5)
+def test_plan_round_trips_typed():
+    p = random_program(4, 12)
     entry = p.entries["train_step"]
-    planned = Program({"train_step": Entry("train_step", entry.graph, {"peak": np.int64(5), "f": np.float32(0.5)})})
-    back = decode_program(encode_program(planned))
-    assert back.entries["train_step"].plan == {"f": 0.5, "peak": 5}
+    plan = replace(entry.plan, peak_bytes=np.int64(entry.plan.peak_bytes))  # NumPy scalars are written plainly
+    back = decode_program(encode_program(Program({"train_step": Entry("train_step", entry.graph, plan)})))
+    got = back.entries["train_step"].plan
+    assert isinstance(got, MemoryPlan) and got == entry.plan and type(got.peak_bytes) is int
+    assert isinstance(got.buffers, tuple) and all(isinstance(b, tuple) for b in got.buffers)
+    assert got.slots and got.peak_bytes > 0  # a real plan, not an empty one
+    assert decode_program(encode_program(Program({"f": Entry("f", entry.graph)}))).entries["f"].plan is None
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: d.pop("slots"), "missing field 'slots'"),
+    (lambda d: d.update(extra=1), "unknown field 'extra'"),
+    (lambda d: d.update(batch=0), "batch 0 is out of range"),
+    (lambda d: d.update(slots={"nope": 0}), "slots names %nope, which no node of the entry defines"),
+    (lambda d: d.update(slots={k: 10**6 for k in d["slots"]}), "but the plan has no such buffer"),
+    (lambda d: d.update(buffers=[[3, 1]] * len(d["buffers"])), "lives [3, 1], outside"),
+    (lambda d: d.update(inplace={next(iter(d["slots"])): "w"}), "into parameter 'w', which it may not"),
+    (lambda d: d.update(alias={next(iter(d["slots"])): "ghost"}), "a view of %ghost"),
+    (lambda d: d.update(static="x"), "static must be a list"),
+])
+def test_a_bad_plan_is_refused_saying_what(edit, message):
+    doc = msgpack.unpackb(VALID, raw=False)
+    plan = doc["program"]["entries"][0]["plan"]
+    edit(plan)
+    with pytest.raises(IRFormatError, match="entry train_step: memory plan") as e:
+        decode_program(msgpack.packb(doc, use_bin_type=True))
+    assert message in e.value.message
 
 
 def test_foreign_byte_order_and_layout_are_normalised():

@@ -196,7 +196,7 @@ def test_schedules():
 def test_an_unplanned_entry_runs_the_same(program):
     from tinyc.ir.program import Entry, Program
 
-    bare = Program({k: Entry(k, e.graph, {}) for k, e in program.entries.items()}, program.meta)
+    bare = Program({k: Entry(k, e.graph, None) for k, e in program.entries.items()}, program.meta)
     planned, unplanned = Executor(program, seed=2), Executor(bare, seed=2)
     for s in range(3):
         a = planned.train_step(_batch(8, s), lr=0.01)

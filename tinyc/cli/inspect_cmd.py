@@ -10,6 +10,7 @@ import typer
 
 from ..ir.graph import Graph
 from .errors import DebugOption, EntryOption, fail, handles_errors, opt
+from .memory import format_memory_report, memory_report
 from .output import echo, human_bytes, human_count, table
 from .session import TRACE, Compiled, load
 from .views import print_summary, summary_json, to_dot
@@ -51,8 +52,6 @@ def inspect(
     if fmt is Format.json:
         reports = None
         if memory:
-            from ..compiler.passes.memplan import memory_report
-
             reports = {name: memory_report(program.entries[name], batch) for name in entries}
         echo(summary_json(program, str(file), entries, compiled.stats, reports))
     elif fmt is Format.dot:
@@ -104,14 +103,12 @@ def print_pass_table(compiled: Compiled, entries: list[str]) -> None:
         title = f"entry {name}" + (f" (estimates at batch {batch})" if batch else "")
         table(["pass", "nodes", "FLOPs", "bytes", "live peak", "ms"], rows, title=title, right=(1, 2, 3, 4, 5))
         plan = compiled.program.entries[name].plan
-        if plan and plan.get("peak_bytes") is not None:
-            echo(f"planned peak {human_bytes(plan['peak_bytes'])} at batch {plan.get('batch')} "
+        if plan:
+            echo(f"planned peak {human_bytes(plan.peak_bytes)} at batch {plan.batch} "
                  "(memplan: with buffer reuse, in-place updates and views; as in `compile` and `--memory`)")
 
 
 def print_memory(compiled: Compiled, entries: list[str], batch: int | None) -> None:
-    from ..compiler.passes.memplan import format_memory_report, memory_report
-
     for i, name in enumerate(entries):
         if i:
             echo("")

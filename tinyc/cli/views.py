@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
-from ..ir.graph import Graph, live_values
+from ..ir.graph import GRAD_NOTE, OPTIMIZER_NOTE, Graph, live_values
 from ..ir.program import Program
 from .output import echo, human_bytes, table
 
@@ -30,8 +30,7 @@ def op_counts(graph: Graph) -> dict[str, int]:
 
 def planned_peak(program: Program) -> tuple[int, Any, str] | None:
     """(largest planned peak bytes over the entries, its batch, its entry), or None when nothing is planned."""
-    peaks = [(e.plan["peak_bytes"], e.plan.get("batch"), name) for name, e in program.entries.items()
-             if e.plan and e.plan.get("peak_bytes") is not None]
+    peaks = [(e.plan.peak_bytes, e.plan.batch, name) for name, e in program.entries.items() if e.plan]
     return max(peaks, key=lambda p: p[0]) if peaks else None
 
 
@@ -48,8 +47,8 @@ def print_summary(program: Program, name: str, entries: list[str]) -> None:
         if g.updates:
             shown = ", ".join(n for n, _ in g.updates[:6]) + (", ..." if len(g.updates) > 6 else "")
             echo(f"  updates: {len(g.updates)} ({shown})")
-        if entry.plan and entry.plan.get("peak_bytes") is not None:
-            echo(f"  planned peak: {human_bytes(entry.plan['peak_bytes'])} at batch {entry.plan.get('batch')}")
+        if entry.plan:
+            echo(f"  planned peak: {human_bytes(entry.plan.peak_bytes)} at batch {entry.plan.batch}")
         tensors, values, nbytes = param_count(g)
         echo(f"  params: {tensors} tensors, {values:,} values, {human_bytes(nbytes)}")
         state = param_count(g, "state")
@@ -80,7 +79,7 @@ def summary_json(program: Program, name: str, entries: list[str], stats: dict[st
             "param_count": values,
             "param_bytes": nbytes,
             "ops": op_counts(g),
-            "plan": {k: _plain(entry.plan[k]) for k in ("peak_bytes", "batch") if entry.plan and k in entry.plan},
+            "plan": {"peak_bytes": entry.plan.peak_bytes, "batch": entry.plan.batch} if entry.plan else {},
         }
         if entry_name in stats:  # a model file: how each pass changed the entry (a .ir holds only the result)
             out["entries"][entry_name]["stats"] = [_plain(s) for s in stats[entry_name]]
@@ -113,9 +112,9 @@ def role_of(graph: Graph) -> dict[str, str]:
     needed = live_values(graph, [v for _, v in graph.outputs])
     roles = {}
     for n in graph.nodes:
-        if n.note.startswith("grad of"):
+        if n.note.startswith(GRAD_NOTE):
             roles[n.out] = "backward"
-        elif n.note.startswith("optimizer"):
+        elif n.note.startswith(OPTIMIZER_NOTE):
             roles[n.out] = "optimizer"
         elif n.out in needed:
             roles[n.out] = "forward"

@@ -18,7 +18,7 @@ import networkx as nx
 
 from ..ir.builder import Builder, Tensor, user_location
 from ..ir.errors import IRError
-from ..ir.graph import Graph, Node
+from ..ir.graph import GRAD_NOTE, Graph, Node
 from ..ir.ops import schema
 from .decompose import DECOMPOSITIONS
 from .vjp import VJPS
@@ -28,7 +28,7 @@ _SOURCE = ("", "source")  # a networkx node no value name can equal
 
 def _provenance(node: Node) -> str:
     """`grad of softmax`; differentiating a backward node again gives `grad of grad of softmax`."""
-    return f"grad of {node.note}" if node.note.startswith("grad of") else f"grad of {node.op}"
+    return f"{GRAD_NOTE} {node.note if node.note.startswith(GRAD_NOTE) else node.op}"
 
 
 def _on_path(b: Builder, nodes: Sequence[Node], y: str, wrt: set[str]) -> set[str]:

@@ -21,7 +21,8 @@ from typing import Any
 from ..ir.builder import Tensor, new_graph
 from ..ir.errors import ModelFileError, TinycError
 from ..ir.graph import Graph
-from ..ir.program import PREDICT_ENTRY, TRAIN_ENTRY, Entry, Program
+from ..ir.plan import reference_batch
+from ..ir.program import PREDICT_ENTRY, TRAIN_ENTRY, Program
 from ..ir.train import Train, optimizer_spec
 from ..ir.version import __version__
 from . import manager
@@ -138,24 +139,17 @@ def split_inputs(graph: Graph) -> tuple[list[str], list[str]]:
     return [v for v in order if v not in labels], [v for v in order if v in labels]
 
 
-def _entry(name: str, graph: Graph) -> Entry:
-    meta = dict(graph.meta)
-    plan = meta.pop("memplan", {})
-    return Entry(name, graph.with_nodes(graph.nodes, meta=meta), plan)
-
-
 def compile_graph(graph: Graph, on_pass: Callable | None = None) -> tuple[Program, dict[str, list]]:
     """Compile a traced training graph into a Program; also returns each entry's PassStats.
 
     `on_pass(index, name, graph, stats)` is the pass manager's hook; it sees train_step's passes
     first, then predict's (`index` restarts at 0 with each entry, in ENTRIES order).
     """
-    batch = (graph.meta.get("train") or {}).get("batch_size")
+    batch = reference_batch(graph.meta)
     data, labels = split_inputs(graph)
 
-    train, train_stats = manager.run_pipeline(graph, manager.DEFAULT_PIPELINE,
-                                              on_pass=on_pass, batch=batch)
-    entries = {TRAIN_ENTRY: _entry(TRAIN_ENTRY, train)}
+    train, train_stats = manager.run_entry(TRAIN_ENTRY, graph, manager.DEFAULT_PIPELINE, on_pass=on_pass, batch=batch)
+    entries = {TRAIN_ENTRY: train}
     stats = {TRAIN_ENTRY: train_stats}
     loss = graph.meta.get("loss", LOSS)
     label_set = set(labels)
@@ -163,9 +157,9 @@ def compile_graph(graph: Graph, on_pass: Callable | None = None) -> tuple[Progra
     if keep:
         meta = {k: v for k, v in graph.meta.items() if k == "train"}  # predict needs no loss or optimizer
         fwd = _prune(replace(graph, outputs=tuple(keep), updates=(), meta=meta))
-        predict, predict_stats = manager.run_pipeline(fwd, manager.FORWARD_PIPELINE,
-                                                      on_pass=on_pass, batch=batch)
-        entries[PREDICT_ENTRY] = _entry(PREDICT_ENTRY, predict)
+        predict, predict_stats = manager.run_entry(PREDICT_ENTRY, fwd, manager.FORWARD_PIPELINE,
+                                                   on_pass=on_pass, batch=batch)
+        entries[PREDICT_ENTRY] = predict
         stats[PREDICT_ENTRY] = predict_stats
     program_meta: dict[str, Any] = {
         "train": dict(graph.meta.get("train", {})),

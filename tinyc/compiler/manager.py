@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from ..ir.errors import IRError
 from ..ir.graph import Graph
 from ..ir.numfmt import human_bytes, human_count
+from ..ir.plan import MemoryPlan
+from ..ir.program import Entry
 from ..ir.ops import schema
 from .graphutil import peak_live_bytes
 from .passes import load_all
@@ -85,7 +87,22 @@ def run_pipeline(
     batch: int | None = None,
 ) -> tuple[Graph, list[PassStats]]:
     """Run the passes `names` in order; verify after each (naming the pass on failure) and
-    return the final graph with one PassStats per pass."""
+    return the final graph with one PassStats per pass (a plan made on the way is dropped)."""
+    entry, stats = run_entry("", graph, names, verify=verify, on_pass=on_pass, batch=batch)
+    return entry.graph, stats
+
+
+def run_entry(
+    name: str,
+    graph: Graph,
+    names: Sequence[str],
+    *,
+    verify: bool = True,
+    on_pass: OnPass | None = None,
+    batch: int | None = None,
+) -> tuple[Entry, list[PassStats]]:
+    """Run the passes `names` as `run_pipeline` does; the Entry `name` holds the final graph and
+    the memory plan of the last planning pass (None if no pass plans)."""
     passes = load_all()
     unknown = [n for n in names if n not in passes]
     if unknown:
@@ -96,28 +113,32 @@ def run_pipeline(
     if verify:
         from ..ir.verify import verify as verify_graph
     all_stats: list[PassStats] = []
-    for index, name in enumerate(names):
+    plan: MemoryPlan | None = None
+    for index, pass_name in enumerate(names):
         start = time.perf_counter()
         try:
-            result = passes[name].fn(graph)
+            result = passes[pass_name].fn(graph)
         except Exception as e:  # a bug in a pass: say which one, keep the traceback
-            note = f"in pass {name!r}"
+            note = f"in pass {pass_name!r}"
             if hasattr(e, "add_note"):  # Python 3.11+ prints it with the traceback
                 e.add_note(note)
             else:  # Python 3.10: the same attribute, for whoever inspects the exception
                 e.__notes__ = [*getattr(e, "__notes__", []), note]
             raise
         ms = (time.perf_counter() - start) * 1e3
-        if not isinstance(result, Graph):
-            raise IRError(f"pass {name!r} returned a {type(result).__name__}, not a Graph")
+        want = MemoryPlan if passes[pass_name].makes_plan else Graph
+        if not isinstance(result, want):
+            raise IRError(f"pass {pass_name!r} returned a {type(result).__name__}, not a {want.__name__}")
+        if isinstance(result, MemoryPlan):  # the graph stays as it is; the plan goes on the Entry
+            plan, result = result, graph
         if verify:
-            verify_graph(result, where=f"after pass {name}")  # its errors start with `where`
-        stats = stats_for(name, graph, result, ms, batch)
+            verify_graph(result, where=f"after pass {pass_name}")  # its errors start with `where`
+        stats = stats_for(pass_name, graph, result, ms, batch)
         all_stats.append(stats)
         if on_pass is not None:
-            on_pass(index, name, result, stats)
+            on_pass(index, pass_name, result, stats)
         graph = result
-    return graph, all_stats
+    return Entry(name, graph, plan), all_stats
 
 
 def format_stats(stats: Sequence[PassStats]) -> str:

@@ -7,33 +7,26 @@ the executor (`tinyc.runtime.arena`) allocates exactly that, from this one funct
 from __future__ import annotations
 
 from bisect import insort
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
-from .errors import IRError
+from .plan import MemoryPlan
 
 ALIGN = 64  # bytes: every buffer starts on a cache line (and any dtype's itemsize)
 
 
-def buffer_sizes(plan: Mapping[str, Any], nbytes: Callable[[str], int]) -> list[int]:
-    """Bytes of each planned buffer: the largest of its values, `nbytes(value)` each."""
-    lives, slots = plan.get("buffers"), plan.get("slots", {})
-    count = len(lives) if lives is not None else 1 + max((s for s in slots.values() if isinstance(s, int)), default=-1)
+def buffer_sizes(slots: Mapping[str, int], count: int, nbytes: Callable[[str], int]) -> list[int]:
+    """Bytes of each of `count` buffers: the largest of the values `slots` puts there, `nbytes(value)` each."""
     sizes = [0] * count
     for v, s in slots.items():
-        if not isinstance(s, int) or not 0 <= s < len(sizes):
-            raise IRError(f"memory plan places %{v} in buffer {s!r}, but the plan has no such buffer")
         sizes[s] = max(sizes[s], nbytes(v))
     return sizes
 
 
-def pack(sizes: list[int], lives: list[tuple[int, int]] | None, align: int = ALIGN) -> tuple[list[int], int]:
+def pack(sizes: Sequence[int], lives: Sequence[tuple[int, int]], align: int = ALIGN) -> tuple[list[int], int]:
     """(byte offset of each buffer, arena bytes): buffers whose live intervals [first, last]
     overlap get disjoint byte ranges. Greedy by size (largest first), each at the start of the
-    smallest gap between already placed overlapping buffers that fits it, else above them all.
-    Without `lives` every buffer is alive throughout (each its own range)."""
+    smallest gap between already placed overlapping buffers that fits it, else above them all."""
     n = len(sizes)
-    lives = lives if lives is not None else [(0, 1 << 62)] * n
     rounded = [-(-max(size, 1) // align) * align for size in sizes]
     order = sorted(range(n), key=lambda b: (-rounded[b], lives[b][0], b))
     offsets = [0] * n
@@ -56,7 +49,6 @@ def pack(sizes: list[int], lives: list[tuple[int, int]] | None, align: int = ALI
     return offsets, top
 
 
-def layout(plan: Mapping[str, Any], nbytes: Callable[[str], int]) -> tuple[list[int], int]:
+def layout(plan: MemoryPlan, nbytes: Callable[[str], int]) -> tuple[list[int], int]:
     """(byte offset of each planned buffer, arena bytes) when value `v` takes `nbytes(v)`."""
-    lives = plan.get("buffers")
-    return pack(buffer_sizes(plan, nbytes), [tuple(x) for x in lives] if lives is not None else None)
+    return pack(buffer_sizes(plan.slots, len(plan.buffers), nbytes), plan.buffers)

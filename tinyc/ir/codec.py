@@ -8,8 +8,8 @@ graph: {"name", "inputs": [{"name", "type"}], "params": [{"name", "type", "init"
         "loc", "note", "scope"}], "outputs": [[name, value]], "updates": [[param, value]], "meta": {...}}
 type:  {"dtype": "f32", "shape": [..., "B"]}      data: raw little-endian bytes, C order
 ```
-Maps are written in this fixed field order, free-form dicts (attrs, init, meta, plan) with sorted
-keys, so the same program always gives the same bytes. Tuples are written as lists; attributes
+Maps are written in this fixed field order, free-form dicts (attrs, init, meta) and the memory
+plan (`tinyc.ir.plan`, {} when unplanned) with sorted keys, so the same program always gives the same bytes. Tuples are written as lists; attributes
 come back as tuples through the op schema, free-form dicts keep lists.
 
 Loading trusts nothing: msgpack is unpacked with lengths bounded by the file size and no
@@ -21,17 +21,20 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
 import msgpack
 import numpy as np
 
+from .docfields import (
+    check_dict, check_fields, check_int, check_list, check_plain_dict, check_str, check_symbol, fail, kind_of, short_repr,
+)
 from .errors import IRError, IRFormatError
 from .fileio import atomic_write
 from .graph import Graph, Input, Node, Param
 from .ops import OPS
+from .plan import decode_plan, plan_doc
 from .program import Entry, Program
 from .train import program_meta_problem
 from .types import DTYPES, TensorType
@@ -42,8 +45,6 @@ FORMAT = "tinyc.ir"
 FORMAT_VERSION = 1
 MAX_ELEMENTS = 2**31  # per tensor at batch 1; larger is a damaged file, not a model
 MAX_RANK = 32
-MAX_DEPTH = 32  # nesting of free-form dicts (meta, plan)
-_SYMBOL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _HEADER = ("format", "version", "producer")
 _GRAPH = ("name", "inputs", "params", "constants", "nodes", "outputs", "updates", "meta")
 _PARAM = ("name", "type", "init", "seed", "kind", "loc")
@@ -62,7 +63,7 @@ def encode_graph(graph: Graph) -> bytes:
 
 def encode_program(program: Program) -> bytes:
     """A program as a `.ir` document (deterministic bytes)."""
-    entries = [{"name": e.name, "graph": _graph_doc(e.graph), "plan": _plain_out(dict(e.plan), "plan")}
+    entries = [{"name": e.name, "graph": _graph_doc(e.graph), "plan": _plain_out(plan_doc(e.plan), "plan")}
                for e in program.entries.values()]
     return _pack({**_header(), "program": {"entries": entries, "meta": _plain_out(dict(program.meta), "meta")}})
 
@@ -220,55 +221,55 @@ def _body(data: bytes, kind: str) -> Any:
     """Unpack, check the header, and return the `program` or `graph` body."""
     doc = _unpack(data)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        got = f"format {_short(doc.get('format'))}" if isinstance(doc, dict) else f"top level is {_kind(doc)}"
+        got = f"format {short_repr(doc.get('format'))}" if isinstance(doc, dict) else f"top level is {kind_of(doc)}"
         raise IRFormatError(f"this is not a tinyc IR file ({got}, expected format {FORMAT!r})")
     version = doc.get("version")
     if isinstance(version, bool) or not isinstance(version, int):
-        _fail("header", f"version must be an int, got {_kind(version)}")
+        fail("header", f"version must be an int, got {kind_of(version)}")
     if version > FORMAT_VERSION:
         raise IRFormatError(f"file version {version} is newer than this tinyc (reads up to {FORMAT_VERSION}): upgrade tinyc")
     if version < 1:
-        _fail("header", f"unknown file version {version}")
+        fail("header", f"unknown file version {version}")
     other = "graph" if kind == "program" else "program"
     if other in doc and kind not in doc:
-        _fail("header", f"this file holds a {other}, not a {kind} (use decode_{other})")
-    _fields(doc, "header", _HEADER + (kind,))
-    _str(doc["producer"], "header", "producer")
+        fail("header", f"this file holds a {other}, not a {kind} (use decode_{other})")
+    check_fields(doc, "header", _HEADER + (kind,))
+    check_str(doc["producer"], "header", "producer")
     return doc[kind]
 
 
 def _decode_program(doc: Any, size: int) -> Program:
-    _fields(doc, "program", ("entries", "meta"))
+    check_fields(doc, "program", ("entries", "meta"))
     entries: dict[str, Entry] = {}
-    for i, e in enumerate(_list(doc["entries"], "program", "entries")):
-        _fields(e, f"program: entry #{i}", ("name", "graph", "plan"))
-        name = _str(e["name"], f"program: entry #{i}", "name", nonempty=True)
+    for i, e in enumerate(check_list(doc["entries"], "program", "entries")):
+        check_fields(e, f"program: entry #{i}", ("name", "graph", "plan"))
+        name = check_str(e["name"], f"program: entry #{i}", "name", nonempty=True)
         if name in entries:
-            _fail("program", f"entry {_short(name)} appears twice")
+            fail("program", f"entry {short_repr(name)} appears twice")
         graph = _decode_graph(e["graph"], f"entry {name}", size)
-        entries[name] = Entry(name, graph, _plain_dict(e["plan"], f"entry {name}", "plan"))
-    meta = _plain_dict(doc["meta"], "program", "meta")
+        entries[name] = Entry(name, graph, decode_plan(e["plan"], graph, f"entry {name}"))
+    meta = check_plain_dict(doc["meta"], "program", "meta")
     problem = program_meta_problem(meta)
     if problem:
-        _fail("program", problem)
+        fail("program", problem)
     return Program(entries, meta)
 
 
 def _decode_graph(doc: Any, where: str, size: int) -> Graph:
-    _fields(doc, where, _GRAPH)
-    name = _str(doc["name"], where, "name")
+    check_fields(doc, where, _GRAPH)
+    name = check_str(doc["name"], where, "name")
     inputs = []
-    for i, d in enumerate(_list(doc["inputs"], where, "inputs")):
-        _fields(d, f"{where}: input #{i}", ("name", "type"))
-        iname = _str(d["name"], f"{where}: input #{i}", "name", nonempty=True)
+    for i, d in enumerate(check_list(doc["inputs"], where, "inputs")):
+        check_fields(d, f"{where}: input #{i}", ("name", "type"))
+        iname = check_str(d["name"], f"{where}: input #{i}", "name", nonempty=True)
         inputs.append(Input(iname, _type(d["type"], f"{where}: input {iname}")))
-    params = [_param(d, where, i) for i, d in enumerate(_list(doc["params"], where, "params"))]
+    params = [_param(d, where, i) for i, d in enumerate(check_list(doc["params"], where, "params"))]
     constants = _constants(doc["constants"], where, size)
-    nodes = [_node(d, where, i) for i, d in enumerate(_list(doc["nodes"], where, "nodes"))]
-    outputs, updates = (tuple(_pair(p, f"{where}: {key} #{i}") for i, p in enumerate(_list(doc[key], where, key)))
+    nodes = [_node(d, where, i) for i, d in enumerate(check_list(doc["nodes"], where, "nodes"))]
+    outputs, updates = (tuple(_pair(p, f"{where}: {key} #{i}") for i, p in enumerate(check_list(doc[key], where, key)))
                         for key in ("outputs", "updates"))
     graph = Graph(name, tuple(inputs), tuple(params), tuple(nodes), outputs, updates, constants,
-                  _plain_dict(doc["meta"], where, "meta"))
+                  check_plain_dict(doc["meta"], where, "meta"))
     try:
         verify(graph, where=where)
     except IRError as e:
@@ -278,194 +279,109 @@ def _decode_graph(doc: Any, where: str, size: int) -> Graph:
 
 def _param(d: Any, graph_where: str, index: int) -> Param:
     where = f"{graph_where}: param #{index}"
-    _fields(d, where, _PARAM)
-    name = _str(d["name"], where, "name", nonempty=True)
+    check_fields(d, where, _PARAM)
+    name = check_str(d["name"], where, "name", nonempty=True)
     where = f"{graph_where}: param {name}"
-    init = _plain_dict(d["init"], where, "init")
-    seed = _int(d["seed"], where, "seed", 0, 2**63 - 1)
-    kind = _str(d["kind"], where, "kind")
-    return Param(name, _type(d["type"], where), init, seed, kind, _str(d["loc"], where, "loc"))
+    init = check_plain_dict(d["init"], where, "init")
+    seed = check_int(d["seed"], where, "seed", 0, 2**63 - 1)
+    kind = check_str(d["kind"], where, "kind")
+    return Param(name, _type(d["type"], where), init, seed, kind, check_str(d["loc"], where, "loc"))
 
 
 def _node(d: Any, graph_where: str, index: int) -> Node:
     where = f"{graph_where}: node #{index}"
-    _fields(d, where, _NODE)
-    out = _str(d["out"], where, "out", nonempty=True)
+    check_fields(d, where, _NODE)
+    out = check_str(d["out"], where, "out", nonempty=True)
     where = f"{graph_where}: node %{out}"
-    op = _str(d["op"], where, "op")
+    op = check_str(d["op"], where, "op")
     if op not in OPS:
-        _fail(where, f"unknown op {_short(op)} (the file may come from a newer tinyc)")
-    inputs = tuple(_str(v, where, "inputs", nonempty=True) for v in _list(d["inputs"], where, "inputs"))
-    attrs = _dict(d["attrs"], where, "attrs")
+        fail(where, f"unknown op {short_repr(op)} (the file may come from a newer tinyc)")
+    inputs = tuple(check_str(v, where, "inputs", nonempty=True) for v in check_list(d["inputs"], where, "inputs"))
+    attrs = check_dict(d["attrs"], where, "attrs")
     spec = OPS[op].attrs
     for key, value in attrs.items():
         if key not in spec:
-            _fail(where, f"{op} has no attribute {_short(key)}")
+            fail(where, f"{op} has no attribute {short_repr(key)}")
         attrs[key] = _attr(value, spec[key].kind, where, f"attrs.{key}")
     node_type = _type(d["type"], where)
-    return Node(out, op, inputs, attrs, node_type, _str(d["loc"], where, "loc"), _str(d["note"], where, "note"),
-                _str(d["scope"], where, "scope"))
+    return Node(out, op, inputs, attrs, node_type, check_str(d["loc"], where, "loc"), check_str(d["note"], where, "note"),
+                check_str(d["scope"], where, "scope"))
 
 
 def _attr(v: Any, kind: str, where: str, what: str) -> Any:
     """An attribute in its in-memory form: sequences as tuples; the verifier checks the rest."""
     if kind in _SEQ_KINDS:
-        items = _list(v, where, what)
+        items = check_list(v, where, what)
         if len(items) > MAX_RANK:
-            _fail(where, f"{what} has {len(items)} entries (at most {MAX_RANK})")
+            fail(where, f"{what} has {len(items)} entries (at most {MAX_RANK})")
         for x in items:
             if kind == "shape" and isinstance(x, str):
-                _symbol(x, where, what)
+                check_symbol(x, where, what)
             else:
-                _int(x, where, what, -1 if kind == "shape" else -MAX_RANK, MAX_ELEMENTS)
+                check_int(x, where, what, -1 if kind == "shape" else -MAX_RANK, MAX_ELEMENTS)
         return tuple(items)
     if kind == "float" and isinstance(v, int) and not isinstance(v, bool):
         return float(v)
     if v is None or isinstance(v, (dict, list)) or not isinstance(v, (bool, int, float, str)):
-        _fail(where, f"{what} must be a scalar, got {_kind(v)}")
+        fail(where, f"{what} must be a scalar, got {kind_of(v)}")
     return v
 
 
 def _type(d: Any, where: str) -> TensorType:
-    _fields(d, f"{where}: type", ("dtype", "shape"))
+    check_fields(d, f"{where}: type", ("dtype", "shape"))
     return TensorType(_dtype(d["dtype"], where, "type.dtype"), _shape(d["shape"], where, symbols=True))
 
 
 def _dtype(v: Any, where: str, what: str) -> str:
-    dtype = _str(v, where, what)
+    dtype = check_str(v, where, what)
     if dtype not in DTYPES:
-        _fail(where, f"bad dtype {_short(dtype)} (expected one of {', '.join(DTYPES)})")
+        fail(where, f"bad dtype {short_repr(dtype)} (expected one of {', '.join(DTYPES)})")
     return dtype
 
 
 def _shape(v: Any, where: str, symbols: bool) -> tuple:
-    dims = _list(v, where, "shape")
+    dims = check_list(v, where, "shape")
     if len(dims) > MAX_RANK:
-        _fail(where, f"shape has rank {len(dims)} (at most {MAX_RANK})")
+        fail(where, f"shape has rank {len(dims)} (at most {MAX_RANK})")
     for x in dims:
         if symbols and isinstance(x, str):
-            _symbol(x, where, "shape")
+            check_symbol(x, where, "shape")
         else:
-            _int(x, where, "shape", 0, MAX_ELEMENTS)
+            check_int(x, where, "shape", 0, MAX_ELEMENTS)
     numel = math.prod(x for x in dims if isinstance(x, int))
     if numel > MAX_ELEMENTS:
-        _fail(where, f"absurd shape {dims}: {numel} elements at batch 1 (at most {MAX_ELEMENTS})")
+        fail(where, f"absurd shape {dims}: {numel} elements at batch 1 (at most {MAX_ELEMENTS})")
     return tuple(dims)
 
 
 def _constants(d: Any, where: str, size: int) -> dict[str, np.ndarray]:
-    table = _dict(d, where, "constants")
+    table = check_dict(d, where, "constants")
     for name in table:
-        _str(name, where, "constant name", nonempty=True)
+        check_str(name, where, "constant name", nonempty=True)
     # check every declared size before allocating any array
     total = 0
     for name, a in table.items():
         w = f"{where}: constant {name}"
-        _fields(a, w, _ARRAY)
+        check_fields(a, w, _ARRAY)
         dtype = _dtype(a["dtype"], w, "dtype")
         shape = _shape(a["shape"], w, symbols=False)
         data = a["data"]
         if not isinstance(data, bytes):
-            _fail(w, f"data must be bytes, got {_kind(data)}")
+            fail(w, f"data must be bytes, got {kind_of(data)}")
         need = math.prod(shape) * DTYPES[dtype].itemsize
         if len(data) != need:
-            _fail(w, f"data has {len(data)} bytes, but {dtype}{list(shape)} needs {need}")
+            fail(w, f"data has {len(data)} bytes, but {dtype}{list(shape)} needs {need}")
         if dtype == "bool" and data.translate(None, b"\x00\x01"):
-            _fail(w, "bool data holds bytes other than 0 and 1")
+            fail(w, "bool data holds bytes other than 0 and 1")
         total += need
     if total > size:
-        _fail(where, f"constants declare {total} bytes, more than the file's {size}")
+        fail(where, f"constants declare {total} bytes, more than the file's {size}")
     return {name: np.frombuffer(a["data"], DTYPES[a["dtype"]].newbyteorder("<")).astype(DTYPES[a["dtype"]])
             .reshape(tuple(a["shape"])) for name, a in table.items()}
 
 
 def _pair(v: Any, where: str) -> tuple[str, str]:
-    items = _list(v, where, "entry")
+    items = check_list(v, where, "entry")
     if len(items) != 2:
-        _fail(where, f"expected [name, value], got {len(items)} items")
-    return _str(items[0], where, "name", nonempty=True), _str(items[1], where, "value", nonempty=True)
-
-
-# --------------------------------------------------------------------------- field checks
-
-
-def _fail(where: str, message: str) -> NoReturn:
-    raise IRFormatError(f"{where}: {message}")
-
-
-def _short(v: Any) -> str:
-    text = repr(v)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _kind(v: Any) -> str:
-    if isinstance(v, (msgpack.ExtType, msgpack.Timestamp)):
-        return "a msgpack extension type"
-    return {dict: "a map", list: "a list", str: "a string", bytes: "bytes", bool: "a bool", int: "an int",
-            float: "a float", type(None): "nil"}.get(type(v), type(v).__name__)
-
-
-def _fields(d: Any, where: str, fields: tuple[str, ...]) -> None:
-    if not isinstance(d, dict):
-        _fail(where, f"expected a map, got {_kind(d)}")
-    missing = [f for f in fields if f not in d]
-    if missing:
-        _fail(where, f"missing field {missing[0]!r}")
-    if len(d) != len(fields):
-        _fail(where, f"unknown field {_short(next(k for k in d if k not in fields))}")
-
-
-def _str(v: Any, where: str, what: str, nonempty: bool = False) -> str:
-    if not isinstance(v, str):
-        _fail(where, f"{what} must be a string, got {_kind(v)}")
-    if nonempty and not v:
-        _fail(where, f"{what} is empty")
-    return v
-
-
-def _int(v: Any, where: str, what: str, lo: int, hi: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        _fail(where, f"{what} must be an int, got {_kind(v)}")
-    if not lo <= v <= hi:
-        _fail(where, f"{what} {v} is out of range [{lo}, {hi}]")
-    return v
-
-
-def _symbol(v: str, where: str, what: str) -> str:
-    if not _SYMBOL_RE.match(v):
-        _fail(where, f"{what} has an invalid symbolic dim {_short(v)}")
-    return v
-
-
-def _list(v: Any, where: str, what: str) -> list:
-    if not isinstance(v, list):
-        _fail(where, f"{what} must be a list, got {_kind(v)}")
-    return v
-
-
-def _dict(v: Any, where: str, what: str) -> dict:
-    if not isinstance(v, dict):
-        _fail(where, f"{what} must be a map, got {_kind(v)}")
-    return v
-
-
-def _plain_dict(v: Any, where: str, what: str) -> dict:
-    _dict(v, where, what)
-    _check_plain(v, where, what, 0)
-    return v
-
-
-def _check_plain(v: Any, where: str, what: str, depth: int) -> None:
-    """Free-form data may hold only nil, bools, numbers, strings, lists and str-keyed maps."""
-    if depth > MAX_DEPTH:
-        _fail(where, f"{what} is nested more than {MAX_DEPTH} deep")
-    if isinstance(v, dict):
-        for k, x in v.items():
-            if not isinstance(k, str):
-                _fail(where, f"{what} has a key that is not a string: {_kind(k)}")
-            _check_plain(x, where, f"{what}.{k}", depth + 1)
-    elif isinstance(v, list):
-        for i, x in enumerate(v):
-            _check_plain(x, where, f"{what}[{i}]", depth + 1)
-    elif not (v is None or isinstance(v, (bool, int, float, str))):
-        _fail(where, f"{what} holds {_kind(v)}, which .ir files do not allow")
+        fail(where, f"expected [name, value], got {len(items)} items")
+    return check_str(items[0], where, "name", nonempty=True), check_str(items[1], where, "value", nonempty=True)

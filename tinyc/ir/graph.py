@@ -46,6 +46,11 @@ class Node:
         return format_where(self.loc, self.note, self.scope)
 
 
+# Provenance notes: the words that begin the note of a node autodiff adds (`grad of softmax`) and
+# of one the optimizer pass adds (`optimizer adam`); reports and colourings match on them.
+GRAD_NOTE, OPTIMIZER_NOTE = "grad of", "optimizer"
+
+
 def format_where(loc: str, note: str = "", scope: str = "") -> str:
     """`note @ loc scope`, leaving out the empty parts (how a node's origin is shown everywhere)."""
     where = f"{loc} {scope}" if loc and scope else loc or scope

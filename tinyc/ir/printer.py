@@ -77,8 +77,9 @@ def format_program(p: Program) -> str:
     parts = []
     for entry in p.entries.values():
         text = format_graph(entry.graph)
-        peak = entry.plan.get("peak_bytes") if entry.plan else None
-        header = f"# entry {entry.name}" + (f" (planned peak {human_bytes(peak)} at batch {entry.plan.get('batch')})" if peak else "")
+        plan = entry.plan
+        header = f"# entry {entry.name}" + (f" (planned peak {human_bytes(plan.peak_bytes)} at batch {plan.batch})"
+                                             if plan and plan.peak_bytes else "")
         parts.append(header + "\n" + text)
     return "\n".join(parts)
 

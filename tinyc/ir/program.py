@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .graph import Graph
+from .plan import MemoryPlan
 
 # The entries `tinyc compile` makes and the runtime runs, and the learning-rate input the
 # `optimizer` pass adds to the training step (the executor feeds it each step).
@@ -23,12 +24,12 @@ SHARE_INPUT = "batch_share"
 
 @dataclass(frozen=True)
 class Entry:
-    """One runnable function of a program. `plan` is the memory plan the `memplan` pass made:
-    a msgpack-able dict (see `tinyc.compiler.passes.memplan`); empty when not planned."""
+    """One runnable function of a program: its scheduled graph and the memory plan the
+    `memplan` pass made for it (None when not planned: every value then gets its own array)."""
 
     name: str
     graph: Graph
-    plan: Mapping[str, Any] = field(default_factory=dict)
+    plan: MemoryPlan | None = None
 
     __hash__ = None
 

@@ -4,20 +4,20 @@ the memory plan (`tinyc.ir.arena`, the same arithmetic the `memplan` pass report
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
 from ..ir.arena import ALIGN, layout
-from ..ir.errors import IRError
+from ..ir.plan import MemoryPlan
+from ..ir.types import TensorType
 
 
-def arena_layout(plan: Mapping[str, Any], types, bindings: Mapping[str, int]) -> tuple[list[int], np.ndarray]:
-    """(byte offset of each planned buffer, the arena holding them all) at `bindings`."""
+def arena_layout(plan: MemoryPlan, types: Mapping[str, TensorType],
+                 bindings: Mapping[str, int]) -> tuple[list[int], np.ndarray]:
+    """(byte offset of each planned buffer, the arena holding them all) at `bindings`
+    (the plan checked against the entry: `tinyc.ir.plan.check_plan`)."""
     def nbytes(v: str) -> int:
-        t = types.get(v)
-        if t is None:
-            raise IRError(f"memory plan places %{v} in a buffer, but the entry has no such value")
+        t = types[v]
         return int(np.prod(t.concrete(bindings), dtype=np.int64)) * t.np_dtype.itemsize
 
     offsets, total = layout(plan, nbytes)

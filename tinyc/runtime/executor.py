@@ -22,6 +22,7 @@ import numpy as np
 from ..ir.errors import CheckpointError, DataError, IRError, NumericsError, TinycError
 from ..ir.graph import Graph, Node
 from ..ir.ops import OPS
+from ..ir.plan import check_plan
 from ..ir.program import LR_INPUT, PREDICT_ENTRY, SHARE_INPUT, TRAIN_ENTRY, Entry, Program
 from .arena import arena_layout
 from .checkpoint import read_weights, save_weights
@@ -68,6 +69,8 @@ class _EntryRunner:
         missing = sorted({n.op for n in self.graph.nodes} - set(KERNELS))
         if missing:
             raise IRError(f"entry {entry.name!r}: no kernel for op(s) {', '.join(missing)}")
+        if entry.plan is not None:
+            check_plan(entry.plan, self.graph)
 
     def bind(self, feeds: Mapping[str, Any]) -> tuple[list[np.ndarray], tuple]:
         """The feed arrays in input order, and the symbol bindings they imply (checked)."""
@@ -210,7 +213,7 @@ class Executor:
     # ------------------------------------------------------------------ building
     def _compile(self, runner: _EntryRunner, bindings: dict[str, int]) -> _Compiled:
         """The instruction list of an entry at `bindings`, with every buffer allocated."""
-        graph, plan = runner.graph, runner.entry.plan or {}
+        graph, plan = runner.graph, runner.entry.plan
         types = graph.types
         env: dict[str, np.ndarray] = {}
         input_bufs = []
@@ -219,15 +222,11 @@ class Executor:
             input_bufs.append(env[name])
         for p in graph.params:
             env[p.name] = self.params[p.name]
-        slots = plan.get("slots", {})
-        inplace = plan.get("inplace", {})
-        static = set(plan.get("static", ()))
-        alias = plan.get("alias", {})
-        updated = {p for p, _ in graph.updates}
-        for v, p in inplace.items():
-            if p not in updated or types.get(v) != types.get(p):
-                raise IRError(f"memory plan writes %{v} into parameter {p!r}, which it may not")
-        offsets, arena = arena_layout(plan, types, bindings)
+        if plan is None:  # unplanned: every value gets its own array
+            slots, inplace, static, alias, offsets, arena = {}, {}, set(), {}, [], None
+        else:
+            slots, inplace, static, alias = plan.slots, plan.inplace, set(plan.static), plan.alias
+            offsets, arena = arena_layout(plan, types, bindings)
         instrs = []
         for node in graph.nodes:
             t = node.type

@@ -1,7 +1,7 @@
 """The `memplan` pass: liveness over the scheduled node order, buffer slots, in-place updates.
 
-The plan (stored in `graph.meta["memplan"]`, moved to `Entry.plan` by the driver) says where
-each node output lives while the program runs:
+The plan (a `tinyc.ir.plan.MemoryPlan`, the entry's `plan`) says where each node output lives
+while the program runs:
 
 - `slots`: value -> buffer index. A buffer holds one value, or a chain of values each written
   over the one before it (`reuse_input`). `buffers[i]` = [first, last]: the node steps from the
@@ -21,7 +21,7 @@ each node output lives while the program runs:
 Inputs and parameters are not planned: they live in their own arrays. A value lives from its
 node until its last reader; outputs and updates live to the end of the step.
 
-Sizes reported (bytes, at the reference batch `batch`):
+Sizes reported (bytes, at the reference batch `batch`, `tinyc.ir.plan.reference_batch`):
 - `peak_bytes`: the most bytes of planned values alive at once (inputs, parameters, optimizer
   state and static values are resident and reported as `resident_bytes`/`static_bytes`);
   `peak_at` the node where it occurs and `live_at_peak` the values alive there.
@@ -36,21 +36,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ...ir.graph import Graph, Node, format_where
 from ...ir.arena import buffer_sizes, pack  # the executor's own packing, so the plan reports what it allocates
-from ...ir.numfmt import human_bytes
+from ...ir.graph import Graph, Node
+from ...ir.plan import MemoryPlan, reference_batch
 # facts of the kernels the plan relies on (the executor checks each view and copies where NumPy would)
 from ...runtime.kernels import COPIES, GEMMS, INPLACE_INPUTS, INPLACE_SAFE, VIEW_OPS
 from . import register_pass
-
-DEFAULT_BATCH = 64
-GRAD_NOTE = "grad of"
-
-
-def reference_batch(graph: Graph) -> int:
-    """The batch size the plan's byte counts are computed at."""
-    train = graph.meta.get("train") or {}
-    return int(train.get("batch_size") or graph.meta.get("batch_size") or DEFAULT_BATCH)
 
 
 def lifetimes(graph: Graph, alias: Mapping[str, str] | None = None) -> tuple[dict[str, int], dict[str, int]]:
@@ -218,9 +209,10 @@ def peak(graph: Graph, home: Mapping[str, Any], batch: int,
     return best, best_at, alive
 
 
-def make_plan(graph: Graph, batch: int | None = None) -> dict[str, Any]:
-    """The memory plan of `graph` (in its node order) as a msgpack-able dict."""
-    batch = batch or reference_batch(graph)
+def make_plan(graph: Graph, batch: int | None = None) -> MemoryPlan:
+    """The memory plan of `graph` (in its node order), its figures at `batch` (default: the
+    reference batch). The decisions do not depend on `batch`, only the byte figures do."""
+    batch = batch or reference_batch(graph.meta)
     alias = views(graph)
     a = assign(graph, batch, alias=alias)
     home = a["home"]
@@ -228,95 +220,29 @@ def make_plan(graph: Graph, batch: int | None = None) -> dict[str, Any]:
     plain = assign(graph, batch, inplace=False, alias=alias)
     types = graph.types
     slots = {v: h for v, h in home.items() if isinstance(h, int)}
-    sizes = [0] * len(a["buffers"])
-    for v, h in slots.items():
-        sizes[h] = max(sizes[h], types[v].nbytes(default=batch))
-    return {
-        "batch": batch,
-        "slots": slots,
-        "buffers": a["buffers"],
-        "inplace": {v: h[1] for v, h in home.items() if not isinstance(h, int)},
-        "reuse_input": a["reuse_input"],
-        "static": a["static"],
-        "alias": alias,
-        "peak_bytes": peak_bytes,
-        "peak_at": graph.nodes[at].out if at >= 0 else "",
-        "live_at_peak": alive,
-        "arena_bytes": pack(sizes, a["buffers"])[1],
-        "unpacked_bytes": sum(sizes),
-        "no_reuse_bytes": sum(types[v].nbytes(default=batch) for v in home),
-        "no_inplace_peak_bytes": peak(graph, plain["home"], batch, alias)[0],
-        "resident_bytes": sum(t.nbytes(default=batch) for t in (x.type for x in graph.inputs + graph.params)),
-        "static_bytes": sum(types[v].nbytes(default=batch) for v in a["static"]),
-    }
+    buffers = tuple((first, last) for first, last in a["buffers"])
+    sizes = buffer_sizes(slots, len(buffers), lambda v: types[v].nbytes(default=batch))
+    return MemoryPlan(
+        batch=batch,
+        slots=slots,
+        buffers=buffers,
+        inplace={v: h[1] for v, h in home.items() if not isinstance(h, int)},
+        reuse_input=a["reuse_input"],
+        static=tuple(a["static"]),
+        alias=alias,
+        peak_bytes=peak_bytes,
+        peak_at=graph.nodes[at].out if at >= 0 else "",
+        live_at_peak=tuple(alive),
+        arena_bytes=pack(sizes, buffers)[1],
+        unpacked_bytes=sum(sizes),
+        no_reuse_bytes=sum(types[v].nbytes(default=batch) for v in home),
+        no_inplace_peak_bytes=peak(graph, plain["home"], batch, alias)[0],
+        resident_bytes=sum(t.nbytes(default=batch) for t in (x.type for x in graph.inputs + graph.params)),
+        static_bytes=sum(types[v].nbytes(default=batch) for v in a["static"]),
+    )
 
 
-@register_pass("memplan")
-def memplan(graph: Graph) -> Graph:
+@register_pass("memplan", makes_plan=True)
+def memplan(graph: Graph) -> MemoryPlan:
     """Plan buffers: liveness, slot reuse and in-place updates; records the planned peak."""
-    meta = dict(graph.meta)
-    meta["memplan"] = make_plan(graph)
-    return graph.with_nodes(graph.nodes, meta=meta)
-
-
-# --------------------------------------------------------------------------- reports
-
-
-def _homes_from_plan(plan: Mapping[str, Any]) -> dict[str, Any]:
-    home: dict[str, Any] = dict(plan.get("slots", {}))
-    home.update((v, ("param", p)) for v, p in plan.get("inplace", {}).items())
-    return home
-
-
-def memory_report(graph_or_entry: Any, batch: int | None = None) -> dict[str, Any]:
-    """The planned peak at `batch`: where it occurs, what is alive there, and what reuse saves."""
-    graph = getattr(graph_or_entry, "graph", graph_or_entry)
-    plan = getattr(graph_or_entry, "plan", None) or graph.meta.get("memplan") or make_plan(graph)
-    batch = batch or plan.get("batch") or reference_batch(graph)
-    home = _homes_from_plan(plan)
-    alias = plan.get("alias", {})
-    peak_bytes, at, alive = peak(graph, home, batch, alias)
-    plain_home = assign(graph, batch, inplace=False, alias=alias)["home"]
-    producers, consumers = graph.producers, graph.consumers
-    rows = []
-    for v in alive:
-        n = producers[v]
-        saved = not n.note.startswith(GRAD_NOTE) and any(c.note.startswith(GRAD_NOTE) for c in consumers.get(v, ()))
-        in_place = home[v][1] if not isinstance(home[v], int) else ""
-        rows.append({"value": v, "op": n.op, "type": str(n.type), "bytes": 0 if in_place else n.type.nbytes(default=batch),
-                     "loc": n.loc, "note": n.note, "scope": n.scope, "saved_for_backward": saved, "in_place_of": in_place})
-    rows.sort(key=lambda r: (-r["bytes"], int(r["value"]) if r["value"].isdigit() else 0))
-    # values in a parameter's array cost nothing extra; the rest add up to the peak
-    node = graph.nodes[at] if at >= 0 else None
-    sizes = buffer_sizes(plan, lambda v: graph.types[v].nbytes(default=batch))
-    lives = plan.get("buffers")
-    return {
-        "entry": getattr(graph_or_entry, "name", graph.name),
-        "batch": batch,
-        "peak_bytes": peak_bytes,
-        "peak_at": {"value": node.out, "op": node.op, "loc": node.where()} if node else None,
-        "arena_bytes": pack(sizes, [tuple(x) for x in lives] if lives is not None else None)[1],
-        "live_at_peak": rows,
-        "no_reuse_bytes": sum(graph.types[v].nbytes(default=batch) for v in home),
-        "no_inplace_peak_bytes": peak(graph, plain_home, batch, alias)[0],
-        "resident_bytes": sum(x.type.nbytes(default=batch) for x in graph.inputs + graph.params),
-    }
-
-
-def format_memory_report(report: Mapping[str, Any]) -> str:
-    """The report as text for `tinyc inspect --memory`."""
-    at = report["peak_at"]
-    lines = [f"entry {report['entry']} at batch {report['batch']}:",
-             f"  planned peak      {human_bytes(report['peak_bytes'])}"
-             + (f" at %{at['value']} = {at['op']}  # {at['loc']}" if at else ""),
-             f"  arena (packed)    {human_bytes(report['arena_bytes'])}  (what the executor allocates)",
-             f"  without reuse     {human_bytes(report['no_reuse_bytes'])}",
-             f"  without in-place  {human_bytes(report['no_inplace_peak_bytes'])}",
-             f"  resident (inputs, params, state) {human_bytes(report['resident_bytes'])}",
-             f"  alive at the peak ({len(report['live_at_peak'])} values):"]
-    for r in report["live_at_peak"]:
-        saved = "  saved for backward" if r["saved_for_backward"] else ""
-        saved += f"  (in {r['in_place_of']}'s array)" if r["in_place_of"] else ""
-        where = format_where(r["loc"], r["note"], r["scope"])
-        lines.append(f"    %{r['value']:<6} {r['op']:<22} {r['type']:<20} {human_bytes(r['bytes']):>10}  # {where}{saved}")
-    return "\n".join(lines)
+    return make_plan(graph)

@@ -13,7 +13,7 @@ from typing import Any
 from ...ir import init as init_rules
 from ...ir.builder import Builder, Tensor
 from ...ir.errors import IRError
-from ...ir.graph import Graph, Param
+from ...ir.graph import OPTIMIZER_NOTE, Graph, Param
 from ...ir.program import LR_INPUT  # the executor feeds it: one name for both
 from . import register_pass
 
@@ -96,7 +96,7 @@ def optimizer(graph: Graph) -> Graph:
     t = None
     if kind in STEP_COUNTED and grads:
         first = graph.param_map[next(iter(grads))]
-        with b.at(first.loc, f"optimizer {kind}"):
+        with b.at(first.loc, f"{OPTIMIZER_NOTE} {kind}"):
             step = b.param(STEP_STATE, (), init_rules.zeros(), kind="state")
             t = step + 1.0  # t = step + 1
             ups[STEP_STATE] = t
@@ -105,7 +105,7 @@ def optimizer(graph: Graph) -> Graph:
         if param is None or param.kind != "param":
             raise IRError(f"optimizer: output grad.{pname} names no trainable parameter")
         # the update belongs to the parameter's layer: enc0.attn.qkv.w -> scope enc0.attn.qkv
-        with b.at(param.loc, f"optimizer {kind}", pname.rpartition(".")[0]):
+        with b.at(param.loc, f"{OPTIMIZER_NOTE} {kind}", pname.rpartition(".")[0]):
             RULES[kind](b, b.tensor(pname), b.tensor(gvalue), param, lr, spec, ups, t)
     outputs = {name: b.tensor(v) for name, v in graph.outputs if not name.startswith(GRAD_PREFIX)}
     updates = {name: b.tensor(v) for name, v in graph.updates}

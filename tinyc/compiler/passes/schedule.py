@@ -18,20 +18,11 @@ from __future__ import annotations
 import heapq
 
 from ...ir.graph import Graph, Node
+from ...ir.plan import DEFAULT_BATCH, reference_batch
 from ..graphutil import check_acyclic, peak_live_bytes, value_sizes
 from . import register_pass
 
-# Symbolic dims (the batch) are sized at the training batch size, else at this value.
-SCHEDULE_BATCH = 64
-
-
-def schedule_batch(graph: Graph) -> int:
-    """The batch the byte counts are taken at (the same lookup as memplan's reference batch)."""
-    train = graph.meta.get("train") or {}
-    return int(train.get("batch_size") or graph.meta.get("batch_size") or SCHEDULE_BATCH)
-
-
-def greedy_order(graph: Graph, batch: int = SCHEDULE_BATCH, sizes: dict[str, int] | None = None) -> list[Node]:
+def greedy_order(graph: Graph, batch: int = DEFAULT_BATCH, sizes: dict[str, int] | None = None) -> list[Node]:
     """The memory-greedy topological order of `graph.nodes` (see the module docstring)."""
     nodes = graph.nodes
     producers = graph.producers
@@ -86,7 +77,7 @@ def greedy_order(graph: Graph, batch: int = SCHEDULE_BATCH, sizes: dict[str, int
 @register_pass("schedule")
 def schedule(graph: Graph) -> Graph:
     """Order nodes to keep peak live memory low (greedy list scheduling, deterministic)."""
-    batch = schedule_batch(graph)
+    batch = reference_batch(graph.meta)  # symbolic dims (the batch) sized as the plan sizes them
     sizes = value_sizes(graph, batch)
     order = greedy_order(graph, batch, sizes)
     if all(a is b for a, b in zip(order, graph.nodes)):
