@@ -7,6 +7,8 @@ from ...ir.graph import Graph
 from ..autodiff import gradients
 from . import register_pass
 
+GRAD_SEED = "grad_seed"  # meta key: the value of the loss's cotangent seed (ones_like(loss))
+
 
 @register_pass("autodiff")
 def autodiff(graph: Graph) -> Graph:
@@ -25,4 +27,7 @@ def autodiff(graph: Graph) -> Graph:
     # optimizer sees every parameter (weight decay still applies to it); integer parameters
     # have no gradient and are left out.
     added = tuple((f"grad.{p}", grads[p]) for p in params if grads[p] is not None)
-    return new.with_nodes(new.nodes, outputs=graph.outputs + added)
+    # the cotangent seed d(loss)/d(loss) = 1: every gradient is linear in it (dataparallel scales it)
+    seed = next((n.out for n in new.nodes[len(graph.nodes):] if n.op == "ones_like" and n.inputs == (outputs[loss],)), None)
+    meta = {**graph.meta, GRAD_SEED: seed} if seed is not None else graph.meta
+    return new.with_nodes(new.nodes, outputs=graph.outputs + added, meta=meta)

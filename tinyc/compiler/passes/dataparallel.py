@@ -9,12 +9,16 @@ same weighting makes them the gradients of the global mean. The pass packs every
 reduces it with one `allreduce` and hands the optimizer and the outputs `slice`/`reshape` views
 of the result. Other outputs (logits) stay per rank.
 
-On one rank `s = 1` (multiplying by 1 is exact) and the allreduce is the identity, so the step
-computes the same bits as without the pass; the copy into the flat buffer is its only cost.
+The gradients are weighted for free: gradients are linear in the loss's cotangent seed
+(d loss/d loss = 1, which autodiff records as `meta["grad_seed"]`), so the seed becomes `s`
+itself and the backward pass computes s_r * gradient directly. Only the scalar outputs are
+multiplied. On one rank `s = 1` and the allreduce is the identity, so the step computes the
+same bits as without the pass; the copy into the flat buffer is its only cost.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ...ir.builder import Builder, Tensor
@@ -22,6 +26,7 @@ from ...ir.errors import IRError
 from ...ir.graph import Graph
 from ...ir.program import SHARE_INPUT
 from . import register_pass
+from .autodiff import GRAD_SEED
 from .optimizer import GRAD_PREFIX
 
 NOTE = "dataparallel"
@@ -32,6 +37,24 @@ def reduced_outputs(graph: Graph) -> list[str]:
     types = graph.types
     return [name for name, v in graph.outputs
             if name.startswith(GRAD_PREFIX) or (types[v].shape == () and types[v].is_float)]
+
+
+def _seed_is_share(b: Builder, graph: Graph, share: Tensor) -> bool:
+    """Make the loss's cotangent seed (ones_like(loss), recorded by autodiff) this rank's share,
+    so the backward pass computes s_r * gradient at no extra cost; False if there is no seed."""
+    seed = graph.producers.get(graph.meta.get(GRAD_SEED, ""))
+    if seed is None or seed.op != "ones_like" or seed.type.shape != () or not seed.type.is_float:
+        return False
+    nodes = []
+    for n in b.nodes:
+        if n.out == seed.out:
+            if seed.type.dtype != share.dtype:  # an f64 loss: its seed is the share in f64
+                nodes.append(replace(n, op="cast", inputs=(share.name,), attrs={"dtype": seed.type.dtype}))
+            continue
+        nodes.append(replace(n, inputs=tuple(share.name if v == seed.out else v for v in n.inputs))
+                     if seed.type.dtype == share.dtype else n)
+    b.nodes = nodes
+    return True
 
 
 @register_pass("dataparallel")
@@ -45,6 +68,7 @@ def dataparallel(graph: Graph) -> Graph:
         raise IRError(f"dataparallel: the graph already has a value named {SHARE_INPUT!r}",
                       hint=f"rename the input: {SHARE_INPUT!r} is this rank's share of the batch")
     share = b.input(SHARE_INPUT, (), "f32")
+    seeded = _seed_is_share(b, graph, share)
     outputs: dict[str, Any] = dict(graph.outputs)
     producers = graph.producers
     by_dtype: dict[str, list[tuple[str, Tensor, tuple]]] = {}
@@ -59,8 +83,9 @@ def dataparallel(graph: Graph) -> Graph:
             where = (node.loc, NOTE, node.scope) if node else ("", NOTE, "")
         with b.at(*where):
             x = b.tensor(outputs[name])
-            s = share if x.dtype == "f32" else b.apply("cast", [share], dtype=x.dtype)
-            by_dtype.setdefault(x.dtype, []).append((name, x * s, where))  # s_r x_r, summed: the global value
+            if not (seeded and name.startswith(GRAD_PREFIX)):  # s_r x_r, summed over r: the global value
+                x = x * (share if x.dtype == share.dtype else b.apply("cast", [share], dtype=x.dtype))
+            by_dtype.setdefault(x.dtype, []).append((name, x, where))
     loss = producers.get(outputs.get(graph.meta.get("loss", "loss"), ""))
     for weighted in by_dtype.values():
         with b.at(loss.loc if loss else "", NOTE):
@@ -73,4 +98,5 @@ def dataparallel(graph: Graph) -> Graph:
                 outputs[name] = b.apply("reshape", [part], shape=x.shape)
             start += n
     result = {name: v if isinstance(v, Tensor) else b.tensor(v) for name, v in outputs.items()}
-    return b.graph(result, {name: b.tensor(v) for name, v in graph.updates}, meta=dict(graph.meta))
+    meta = {k: v for k, v in graph.meta.items() if k != GRAD_SEED}  # the seed is gone
+    return b.graph(result, {name: b.tensor(v) for name, v in graph.updates}, meta=meta)
