@@ -8,7 +8,7 @@ from tinyc.models import Linear, accuracy, softmax_cross_entropy
 
 
 def model() -> tc.Train:
-    image = tc.input("image", ("B", 28, 28))
+    image = tc.input("image", ("B", 28, 28), scale=1 / 255)
     label = tc.input("label", ("B",), dtype="i64")
 
     x = image.reshape("B", 28 * 28)

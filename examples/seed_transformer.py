@@ -13,7 +13,7 @@ from tinyc.models import EncoderLayer, Linear, accuracy, softmax_cross_entropy
 
 
 def model() -> tc.Train:
-    image = tc.input("image", ("B", 28, 28))  # [B, tokens, features]
+    image = tc.input("image", ("B", 28, 28), scale=1 / 255)  # [B, tokens, features]
     label = tc.input("label", ("B",), dtype="i64")
 
     x = Linear("embed", 28, 128)(image)

@@ -35,9 +35,21 @@ def _nary(op: str, *args: Any, **attrs: Any) -> Tensor:
 # --------------------------------------------------------------------------- sources
 
 
-def input(name: str, shape: Sequence, dtype: str = "f32") -> Tensor:
-    """A value fed at run time; dims may be symbols such as "B"."""
-    return current().input(name, shape, dtype)
+def input(name: str, shape: Sequence, dtype: str = "f32", *, scale: float | None = None, offset: float | None = None,
+          mean: float | None = None, std: float | None = None, raw: str = "u8") -> Tensor:
+    """A value fed at run time; dims may be symbols such as "B".
+
+    Declare how raw data (`raw`: u8 pixels) maps to it, `((x * scale + offset) - mean) / std`, and
+    every way of running the program (run, eval, predict, Executor, ONNX) applies that one rule:
+    `tc.input("image", ("B", 28, 28), scale=1/255)`.
+    """
+    from .ir.preprocess import make_rule
+
+    try:
+        rule = make_rule(raw, scale, offset, mean, std)
+    except IRError as e:
+        raise IRError(f"input {name!r}: {e.message}", loc=user_location(2)) from None
+    return current().input(name, shape, dtype, preprocess=rule)
 
 
 def param(name: str, shape: Sequence, init: dict | None = None, dtype: str = "f32") -> Tensor:

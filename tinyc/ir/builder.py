@@ -196,10 +196,13 @@ class Builder:
             raise IRError(f"{what} {name!r} is defined twice", loc=user_location(3),
                           hint="give each input and parameter its own name")
 
-    def input(self, name: str, shape: Sequence, dtype: str = "f32") -> Tensor:
+    def input(self, name: str, shape: Sequence, dtype: str = "f32", preprocess: Mapping | None = None) -> Tensor:
         self._check_new_name(name, "input")
         t = self._type(dtype, shape)
-        self.inputs[name] = Input(name, t)
+        rule = dict(preprocess or {})
+        if rule and not t.is_float:
+            raise IRError(f"input {name!r}: preprocessing gives floats, but the input is {t}", loc=user_location(2))
+        self.inputs[name] = Input(name, t, rule)
         self.types[name] = t
         return Tensor(self, name, t)
 

@@ -3,7 +3,7 @@
 ```
 {"format": "tinyc.ir", "version": 1, "producer": "tinyc 0.1.0",
  "program": {"entries": [{"name", "graph", "plan"}], "meta": {...}}}      # or "graph": {...}
-graph: {"name", "inputs": [{"name", "type"}], "params": [{"name", "type", "init", "seed", "kind", "loc"}],
+graph: {"name", "inputs": [{"name", "type", ["preprocess"]}], "params": [{"name", "type", "init", "seed", "kind", "loc"}],
         "constants": {name: {"dtype", "shape", "data"}}, "nodes": [{"out", "op", "inputs", "attrs", "type",
         "loc", "note", "scope"}], "outputs": [[name, value]], "updates": [[param, value]], "meta": {...}}
 type:  {"dtype": "f32", "shape": [..., "B"]}      data: raw little-endian bytes, C order
@@ -35,6 +35,7 @@ from .fileio import atomic_write
 from .graph import Graph, Input, Node, Param
 from .ops import OPS
 from .plan import decode_plan, plan_doc
+from .preprocess import check_rule
 from .program import Entry, Program
 from .train import program_meta_problem
 from .types import DTYPES, TensorType
@@ -47,6 +48,7 @@ MAX_ELEMENTS = 2**31  # per tensor at batch 1; larger is a damaged file, not a m
 MAX_RANK = 32
 _HEADER = ("format", "version", "producer")
 _GRAPH = ("name", "inputs", "params", "constants", "nodes", "outputs", "updates", "meta")
+_INPUT = ("name", "type", "preprocess")  # preprocess only when declared: files without it stay as they were
 _PARAM = ("name", "type", "init", "seed", "kind", "loc")
 _NODE = ("out", "op", "inputs", "attrs", "type", "loc", "note", "scope")
 _ARRAY = ("dtype", "shape", "data")
@@ -84,6 +86,13 @@ def _pack(doc: dict) -> bytes:
         raise IRFormatError(f"cannot encode the program: {e}") from None
 
 
+def _input_doc(i: Input) -> dict:
+    doc = {"name": i.name, "type": _type_doc(i.type)}
+    if i.preprocess:
+        doc["preprocess"] = {k: i.preprocess[k] for k in sorted(i.preprocess)}
+    return doc
+
+
 def _type_doc(t: TensorType) -> dict:
     return {"dtype": t.dtype, "shape": list(t.shape)}
 
@@ -91,7 +100,7 @@ def _type_doc(t: TensorType) -> dict:
 def _graph_doc(g: Graph) -> dict:
     return {
         "name": g.name,
-        "inputs": [{"name": i.name, "type": _type_doc(i.type)} for i in g.inputs],
+        "inputs": [_input_doc(i) for i in g.inputs],
         "params": [{"name": p.name, "type": _type_doc(p.type), "init": _plain_out(dict(p.init), f"param {p.name}"),
                     "seed": p.seed, "kind": p.kind, "loc": p.loc} for p in g.params],
         "constants": {k: _array_doc(g.constants[k]) for k in sorted(g.constants)},
@@ -260,9 +269,15 @@ def _decode_graph(doc: Any, where: str, size: int) -> Graph:
     name = check_str(doc["name"], where, "name")
     inputs = []
     for i, d in enumerate(check_list(doc["inputs"], where, "inputs")):
-        check_fields(d, f"{where}: input #{i}", ("name", "type"))
+        check_fields(d, f"{where}: input #{i}", _INPUT if isinstance(d, dict) and "preprocess" in d else _INPUT[:2])
         iname = check_str(d["name"], f"{where}: input #{i}", "name", nonempty=True)
-        inputs.append(Input(iname, _type(d["type"], f"{where}: input {iname}")))
+        rule = {}
+        if "preprocess" in d:
+            try:
+                rule = check_rule(d["preprocess"], f"input {iname}: preprocess")
+            except IRError as e:
+                fail(where, e.message)
+        inputs.append(Input(iname, _type(d["type"], f"{where}: input {iname}"), rule))
     params = [_param(d, where, i) for i, d in enumerate(check_list(doc["params"], where, "params"))]
     constants = _constants(doc["constants"], where, size)
     nodes = [_node(d, where, i) for i, d in enumerate(check_list(doc["nodes"], where, "nodes"))]

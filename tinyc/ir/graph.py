@@ -65,10 +65,14 @@ def _hashable(v):
 
 @dataclass(frozen=True)
 class Input:
-    """A value fed at run time (data, labels, learning rate)."""
+    """A value fed at run time (data, labels, learning rate). `preprocess` is the declared rule
+    mapping raw data to it ({} when none; see `tinyc.ir.preprocess`)."""
 
     name: str
     type: TensorType
+    preprocess: Mapping[str, Any] = field(default_factory=dict)
+
+    __hash__ = None
 
 
 @dataclass(frozen=True)

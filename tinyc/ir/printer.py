@@ -20,6 +20,7 @@ from typing import Any
 
 from .graph import Graph, Node, Param
 from .numfmt import human_bytes, short_float
+from .preprocess import describe
 from .program import Program
 from .types import dtype_of_numpy
 
@@ -63,7 +64,8 @@ def format_param(p: Param) -> str:
 
 def format_graph(g: Graph, indent: str = "  ") -> str:
     lines = [f"graph {g.name} {{"]
-    lines += [f"{indent}input %{i.name}: {i.type}" for i in g.inputs]
+    lines += [f"{indent}input %{i.name}: {i.type}" + (f"  # preprocess {describe(i.preprocess)}" if i.preprocess else "")
+              for i in g.inputs]
     lines += [f"{indent}{format_param(p)}" for p in g.params]
     lines += [f"{indent}const {k}: {_array_type(a)}" for k, a in sorted(g.constants.items())]
     lines += [f"{indent}{format_node(n)}" for n in g.nodes]

@@ -27,6 +27,7 @@ from ..ir.program import LR_INPUT, PREDICT_ENTRY, SHARE_INPUT, TRAIN_ENTRY, Entr
 from .arena import arena_layout
 from .checkpoint import read_weights, save_weights
 from .comm import in_place_sum
+from .feeds import prepare
 from .init import init_param
 from .kernels import KERNELS, VIEW_OPS
 from .parallel import call_of, pool
@@ -63,6 +64,7 @@ class _EntryRunner:
         self.entry = entry
         self.graph: Graph = entry.graph
         self.inputs = [(i.name, i.type) for i in self.graph.inputs]
+        self.rules = {i.name: i.preprocess for i in self.graph.inputs}
         self.takes_lr = any(name == LR_INPUT for name, _ in self.inputs)
         self.takes_share = any(name == SHARE_INPUT for name, _ in self.inputs)
         self.cache: dict[tuple, _Compiled] = {}
@@ -89,7 +91,7 @@ class _EntryRunner:
                                         f"from another input (expected {t})")
                 elif d != n:
                     raise DataError(f"input {name!r} has shape {_shape(a.shape)}, expected {t}")
-            arrays.append(a)
+            arrays.append(prepare(name, a, t, self.rules[name]))
         return arrays, tuple(sorted(bindings.items()))
 
 

@@ -17,6 +17,7 @@ from tinyc.ir.errors import IRError, ShapeError, TinycError
 from tinyc.ir.graph import Graph, Node, live_values
 from tinyc.ir.types import TensorType, resolve_shape
 
+from .feeds import prepare
 from .init import init_param
 from .kernels import KERNELS
 
@@ -137,7 +138,7 @@ def evaluate(
     env: dict[str, np.ndarray] = {}
     for inp in graph.inputs:
         if inp.name in feeds:
-            env[inp.name] = np.asarray(feeds[inp.name]).astype(inp.type.np_dtype, copy=False)
+            env[inp.name] = prepare(inp.name, feeds[inp.name], inp.type, inp.preprocess).astype(inp.type.np_dtype, copy=False)
     params = params or {}
     for p in graph.params:
         if p.name in params:
