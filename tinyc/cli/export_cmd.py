@@ -50,11 +50,17 @@ def export(
     graph = program.entry("predict").graph
     data = encode_onnx(program, {p.name: executor.params[p.name] for p in graph.params})
     atomic_write(output, data)
-    ins = ", ".join(f"{i.name} {i.preprocess['raw'] + str(list(i.type.shape)) if i.preprocess else i.type}"
-                    for i in graph.inputs)
+    ins = ", ".join(f"{i.name} {_raw_type(i)}" for i in graph.inputs)
     outs = ", ".join(f"{n} {graph.types[v]}" for n, v in graph.outputs)
     echo(f"wrote {output}: the predict entry of {name} as ONNX (opset {OPSET}), {ins} -> {outs} "
          f"({human_bytes(len(data))})")
+
+
+def _raw_type(i) -> str:
+    """What the ONNX model takes: the raw data when the input declares preprocessing."""
+    if not i.preprocess:
+        return str(i.type)
+    return f"{i.preprocess['raw']}[{','.join(map(str, i.type.shape))}]"
 
 
 def register(app: typer.Typer) -> None:

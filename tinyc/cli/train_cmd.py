@@ -37,6 +37,11 @@ ThreadsOption = Annotated[
     opt("--threads", "Threads per step (default: $TINYC_NUM_THREADS, else the cores this process may use).",
         min=1, metavar="N"),
 ]
+WeightsOption = Annotated[
+    Path,
+    typer.Option("--weights", help="Checkpoint of `tinyc run --checkpoint`, or a weights file of `tinyc export`.",
+                 metavar="CKPT", show_default=False),
+]
 # what `tinyc data` says before it downloads (the classic mnist.pkl.gz is 17 MB)
 FETCH_SIZE = {"mnist": "17 MB"}
 
@@ -170,12 +175,7 @@ def _print_summary(summary: dict, config: Any) -> None:
 @handles_errors
 def eval(
     model: ProgramArgument,
-    weights: Annotated[
-        Path,
-        typer.Option(
-            "--weights", help="Checkpoint written by `tinyc run --checkpoint`.", metavar="CKPT", show_default=False
-        ),
-    ],
+    weights: WeightsOption,
     data: DataOption = "mnist",
     data_dir: DataDirOption = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per forward pass.", min=1)] = 1000,

@@ -350,4 +350,6 @@ NOT_EXPORTED = {
     "softmax_cross_entropy_grad": _BACKWARD, "relu_grad": _BACKWARD, "layer_norm_grad_scaled": _BACKWARD,
     "layer_norm_gain_grad": _BACKWARD, "matmul_t_sum": _BACKWARD,
     "axpby": "an optimizer update", "adam_param": "an optimizer update",
+    "allreduce": "a reduction over the ranks of data-parallel training",
+    "flat_concat": "packs gradients for data-parallel training",
 }

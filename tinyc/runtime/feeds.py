@@ -23,13 +23,19 @@ from ..ir.types import TensorType
 RANGE_SLACK = 1e-3
 
 
-def prepare(name: str, value: Any, t: TensorType, rule: Mapping[str, Any]) -> np.ndarray:
-    """`value` as an array fit for input `name` of type `t` with preprocessing `rule` ({} for none)."""
+def prepare(name: str, value: Any, t: TensorType, rule: Mapping[str, Any],
+            fallback: Mapping[str, Any] | None = None) -> np.ndarray:
+    """`value` as an array fit for input `name` of type `t` with preprocessing `rule` ({} for none).
+
+    `fallback` is what a data source's raw integers mean (image files and data sets: pixels,
+    x / 255), used only for integer data and only when the input declares no rule.
+    """
     a = np.asarray(value)
     if not t.is_float or a.size == 0:
         return a
     kind = a.dtype.kind
     if kind in "ui":
+        rule = rule or fallback or {}
         if not rule:
             raise DataError(f"input {name!r} is {t} and declares no preprocessing, but got {a.dtype} data",
                             hint="scale it yourself (e.g. x / 255), or declare the rule: "

@@ -146,6 +146,11 @@ def data_inputs(program: Program, entry: str = TRAIN_ENTRY) -> dict:
     return {i.name: i.type for i in program.entry(entry).graph.inputs if i.name not in (LR_INPUT, SHARE_INPUT)}
 
 
+def input_rules(program: Program) -> dict:
+    """The declared preprocessing of each input, by name (inputs without one left out)."""
+    return {i.name: i.preprocess for e in program.entries.values() for i in e.graph.inputs if i.preprocess}
+
+
 class Trainer:
     """Trains a program's `train_step` on a data set's train split, evaluating `predict` on test."""
 
@@ -162,7 +167,7 @@ class Trainer:
         self.reporter = reporter or Reporter()
         self.executor = Executor(program, seed=config.seed, check_numerics=config.check_numerics, threads=config.threads)
         self.has_accuracy = "accuracy" in dict(program.entry(TRAIN_ENTRY).graph.outputs)
-        self.train_data = bind(train, data_inputs(program))
+        self.train_data = bind(train, data_inputs(program), input_rules(program))
         if config.limit is not None:
             self.train_data = {k: v[: config.limit] for k, v in self.train_data.items()}
         self.test_data = eval_data(program, test) if test is not None and PREDICT_ENTRY in program.entries else None
@@ -373,7 +378,7 @@ def eval_data(program: Program, split: Mapping[str, np.ndarray]) -> dict[str, np
     train_types = data_inputs(program, TRAIN_ENTRY)
     if label in train_types:
         types[label] = train_types[label]
-    return bind(split, types)
+    return bind(split, types, input_rules(program))
 
 
 def label_name(program: Program) -> str:
@@ -391,7 +396,7 @@ def evaluate(
         raise DataError(f"evaluation needs the labels (field {label!r}) in the data set")
     labels = np.asarray(data[label])
     g = program.entry(PREDICT_ENTRY).graph
-    logits_name = _logits_output(program)
+    logits_name = logits_output(program)
     classes = g.types[dict(g.outputs)[logits_name]].shape[-1]
     if len(labels) and (labels.min() < 0 or labels.max() >= classes):
         raise DataError(f"labels run from {labels.min()} to {labels.max()}, but the model has {classes} classes")
@@ -405,7 +410,7 @@ def evaluate(
     return EvalResult(float(np.trace(confusion)) / max(total, 1), confusion, total)
 
 
-def _logits_output(program: Program) -> str:
+def logits_output(program: Program) -> str:
     g = program.entry(PREDICT_ENTRY).graph
     names = [name for name, _ in g.outputs]
     if "logits" in names:

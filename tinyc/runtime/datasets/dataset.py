@@ -8,19 +8,25 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyc.ir.errors import DataError
+from tinyc.ir.preprocess import make_rule
 from tinyc.ir.types import TensorType
+
+from ..feeds import prepare
 
 
 class Split(Mapping):
     """One split (train or test): field name -> array, every array with the same number of records."""
 
-    def __init__(self, dataset: str, name: str, arrays: dict[str, np.ndarray]) -> None:
+    def __init__(self, dataset: str, name: str, arrays: dict[str, np.ndarray],
+                 raw_rules: Mapping[str, Mapping] | None = None) -> None:
         counts = {k: len(a) for k, a in arrays.items()}
         if len(set(counts.values())) > 1:
             raise DataError(f"data set {dataset} {name}: fields have different record counts {counts}")
         self.dataset = dataset
         self.name = name
         self._arrays = dict(arrays)
+        # field -> what its raw integers mean (PIXELS for images), for programs that declare no preprocessing
+        self.raw_rules = dict(raw_rules or {})
 
     def __getitem__(self, field: str) -> np.ndarray:
         return self._arrays[field]
@@ -60,18 +66,25 @@ class Dataset:
         return self.train.fields
 
 
-def scaled_split(dataset: str, name: str, images: np.ndarray, labels: np.ndarray) -> Split:
-    """uint8 images -> float32 in [0, 1] (x / 255), int64 labels: the one scaling every source shares."""
-    image = np.divide(images, np.float32(255), dtype=np.float32)
-    return Split(dataset, name, {"image": image, "label": labels.astype(np.int64, copy=False)})
+# What the raw uint8 pixels of an image data set mean: x / 255, in [0, 1]. A program that declares
+# its own preprocessing on `tc.input` gets that instead; one that declares none gets this, as before.
+PIXELS = make_rule(scale=1 / 255)
+
+
+def pixel_split(dataset: str, name: str, images: np.ndarray, labels: np.ndarray) -> Split:
+    """Raw uint8 images (converted when bound to a program's input) and int64 labels."""
+    return Split(dataset, name, {"image": np.asarray(images, dtype=np.uint8), "label": labels.astype(np.int64, copy=False)},
+                 raw_rules={"image": PIXELS})
 
 
 def _record_shape(shape: tuple) -> str:
     return "(" + ", ".join(["N", *(str(d) for d in shape[1:])]) + ")"
 
 
-def bind(split: Split, input_types: Mapping[str, TensorType]) -> dict[str, np.ndarray]:
-    """Fields bound by name to the program's inputs, checked and cast to each input's dtype.
+def bind(split: Split, input_types: Mapping[str, TensorType],
+         rules: Mapping[str, Mapping] | None = None) -> dict[str, np.ndarray]:
+    """Fields bound by name to the program's inputs, checked, and converted (by each input's
+    declared preprocessing `rules`, else the data set's own `raw_rules`) or cast to its dtype.
 
     The leading dim of every input is the batch (the data's record axis); the others must match the
     data's, and a symbol must stand for the same size wherever it appears.
@@ -97,6 +110,7 @@ def bind(split: Split, input_types: Mapping[str, TensorType]) -> dict[str, np.nd
                 seen = symbols.setdefault(dim, (size, name))
                 if seen[0] != size:
                     raise DataError(f"{mismatch}; {dim} is {seen[0]} for input {seen[1]!r}")
+        array = prepare(name, array, ttype, (rules or {}).get(name, {}), getattr(split, "raw_rules", {}).get(name))
         kind = ttype.np_dtype.kind
         if array.dtype.kind != kind and not (array.dtype.kind in "iu" and kind == "i"):
             raise DataError(f"input {name!r} expects {ttype}, data has dtype {array.dtype}")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from tinyc.ir.errors import DataError
 
 from . import cache, mnist_pkl
-from .dataset import Dataset, scaled_split
+from .dataset import Dataset, pixel_split
 from .idx import IDX_FILES, idx_files_present, read_idx_folder
 
 
@@ -42,7 +42,7 @@ IDX_NAMES = ", ".join(f"{n}[.gz]" for pair in IDX_FILES.values() for n in pair)
 
 
 def _dataset(name: str, source: str, splits: dict) -> Dataset:
-    return Dataset(name, source, *(scaled_split(name, s, *splits[s]) for s in ("train", "test")))
+    return Dataset(name, source, *(pixel_split(name, s, *splits[s]) for s in ("train", "test")))
 
 
 def search_dirs(info: DatasetInfo, data_dir: str | None) -> list[str]:
@@ -66,7 +66,7 @@ def fetch_to_cache(name: str, cache_dir: str | None = None) -> Dataset:
 
 
 def load_dataset(spec: str, data_dir: str | None = None, cache_dir: str | None = None, fetch: bool = True) -> Dataset:
-    """Load "mnist", "fashion-mnist" or "idx:DIR" as image f32 (N, 28, 28) in [0, 1] and label i64 (N,)."""
+    """Load "mnist", "fashion-mnist" or "idx:DIR" as image u8 (N, 28, 28) pixels and label i64 (N,)."""
     if spec.startswith(IDX_SPEC_PREFIX):
         folder = os.path.expanduser(spec[len(IDX_SPEC_PREFIX) :])
         if not os.path.isdir(folder):
