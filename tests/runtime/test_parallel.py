@@ -41,7 +41,8 @@ CASES = [
     ("matmul_bias", [f32(B, T, 64), f32(64, N), f32(N)], {"ta": False, "tb": False}, False),
     ("matmul_t", [f32(B, T, 64), f32(N, 64)], {"ta": False, "tb": True, "alpha": 0.5}, False),
     ("matmul", [f32(B, 16, T, 64), f32(B, 16, 64, T)], {}, False),
-    ("matmul_t_sum", [f32(B, T, D), f32(B, T, N)], {"ta": True, "tb": False}, False),
+    ("matmul_t_sum", [f32(B, T, D), f32(B, T, N)], {"ta": True, "tb": False}, False),  # cut out's rows
+    ("matmul_t_sum", [f32(B, T, N), f32(B, T, D)], {"ta": True, "tb": False}, False),  # cut out's columns
 ]
 
 
@@ -50,7 +51,7 @@ def _whole(op, ins, attrs):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize(("op", "ins", "attrs", "exact"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("op", "ins", "attrs", "exact"), CASES, ids=[f"{c[0]}{i}" for i, c in enumerate(CASES)])
 def test_blocks_compute_the_whole_kernel(op, ins, attrs, exact, threads):
     want = _whole(op, ins, attrs)
     out = np.full_like(want, np.nan)

@@ -58,7 +58,8 @@ def _row_inputs(ins: Sequence[np.ndarray], out: np.ndarray) -> list[bool]:
 
 
 def split_plan(op: str, ins: Sequence[np.ndarray], out: np.ndarray, attrs: dict[str, Any]):
-    """(row ranges, per input: 'row' | 'col' | None) to cut this instruction by, or None."""
+    """(ranges, how to cut each input, how to cut out) or None: 'row' cuts the first axis, 'col'
+    the last, None passes the whole array to every block."""
     if out.ndim == 0 or out.dtype.kind not in "fiub" or out.shape[0] < 2:
         return None
     if any(np.may_share_memory(out, x) and not _same_view(out, x) for x in ins):
@@ -66,17 +67,21 @@ def split_plan(op: str, ins: Sequence[np.ndarray], out: np.ndarray, attrs: dict[
     row_elements = out.size // out.shape[0]
     if op in ELEMENTWISE or (op in ALONG_AXIS and attrs.get("axis", 0) % out.ndim != 0):
         cuts = _cuts(out.shape[0], row_elements)
-        return cuts and (cuts, ["row" if r else None for r in _row_inputs(ins, out)])
+        return cuts and (cuts, ["row" if r else None for r in _row_inputs(ins, out)], "row")
     if op in PRODUCTS and not attrs.get("ta", False):
         a, b = ins[0], ins[1]
         if a.ndim != out.ndim or a.shape[0] != out.shape[0]:
             return None
         batched_b = b.ndim == out.ndim > 2 and b.shape[0] == out.shape[0]
         how = ["row", "row" if batched_b else None] + ["row" if r else None for r in _row_inputs(ins[2:], out)]
-        return (cuts := _cuts(out.shape[0], row_elements * a.shape[-1] // 4)) and (cuts, how)
+        return (cuts := _cuts(out.shape[0], row_elements * a.shape[-1] // 4)) and (cuts, how, "row")
     if op in WEIGHT_GRADS and attrs.get("ta") and not attrs.get("tb") and out.ndim == 2:
-        a = ins[0]  # out[k, n] = sum over rows r of a[r, k] * b[r, n]: rows k come from a[..., k]
-        return (cuts := _cuts(out.shape[0], row_elements * (a.size // a.shape[-1]) // 4)) and (cuts, ["col", None])
+        # out[k, n] = sum over rows r of a[r, k] * b[r, n]: cut the longer of out's two dims
+        # (k from columns of a, n from columns of b), so each block's GEMM stays wide
+        reduced = ins[0].size // ins[0].shape[-1]
+        by_rows = out.shape[0] >= out.shape[1]
+        cuts = _cuts(out.shape[0 if by_rows else 1], out.size // out.shape[0 if by_rows else 1] * reduced // 4)
+        return cuts and (cuts, ["col", None] if by_rows else [None, "col"], "row" if by_rows else "col")
     return None
 
 
@@ -99,8 +104,9 @@ def split(kernel: Callable[..., Any], op: str, ins: Sequence[np.ndarray], out: n
     plan = split_plan(op, ins, out, attrs)
     if not plan:
         return None
-    cuts, how = plan
-    return [_block(kernel, [_cut(x, h, lo, hi) for x, h in zip(ins, how)], out[lo:hi], attrs) for lo, hi in cuts]
+    cuts, how, out_how = plan
+    return [_block(kernel, [_cut(x, h, lo, hi) for x, h in zip(ins, how)], _cut(out, out_how, lo, hi), attrs)
+            for lo, hi in cuts]
 
 
 def _block(kernel: Callable[..., Any], ins: list[np.ndarray], out: np.ndarray, attrs: dict[str, Any]):
