@@ -44,6 +44,10 @@ MODEL_ERRORS = [
     ("non_tensor", HEAD + "    x = tc.input('x', (3,))\n    y = tc.relu([1.0, 2.0])\n"
      "    return tc.Train(y.sum())\n", 6, ["relu", "expected a Tensor, got list"]),
     ("raises", HEAD + "    raise ValueError('bad config')\n", 5, ["ValueError: bad config"]),
+    ("huge_param", HEAD + "    x = tc.input('x', ('B', 4))\n    w = tc.param('w', (10**6, 10**6))\n", 6,
+     ["shape [1000000,1000000] has 1,000,000,000,000 elements", "at most 2,147,483,648"]),
+    ("huge_node", HEAD + "    a = tc.input('a', ('B', 50000, 1))\n    b = tc.input('b', (50000,))\n"
+     "    return tc.Train((a * b).sum())\n", 7, ["mul", "shape [B,50000,50000] has 2,500,000,000 elements"]),
     ("exits", HEAD + "    import sys\n    sys.exit(3)\n", 6, ["calling model()", "sys.exit(3)"]),
     ("exits_on_import", "import sys\n\nsys.exit()\n", 3, ["importing the model file", "sys.exit(None)"]),
 ]

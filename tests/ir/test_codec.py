@@ -243,7 +243,7 @@ def test_absurd_shape_refused_before_allocating():
     tracemalloc.start()
     try:
         _refused(_edit(lambda d: _train(d)["inputs"][0]["type"].update(shape=["B", 2**20, 2**20])),
-                 f"{2**40} elements at batch 1 (at most {2**31})")
+                 f"{2**40:,} elements at batch 1 (at most {2**31:,} per tensor)")
         with pytest.raises(IRFormatError) as at_limit:  # exactly the limit passes the bound (and fails later)
             decode_program(_edit(lambda d: _train(d)["inputs"][0]["type"].update(shape=["B", 2**16, 2**15])))
         assert "absurd" not in str(at_limit.value)

@@ -49,8 +49,8 @@ def test_tables_complete():
 @pytest.mark.parametrize("rule", sorted(rules.RULES))
 def test_initializer_takes_exactly_the_rule_args(rule):
     sig = inspect.signature(INITIALIZERS[rule])
-    assert list(sig.parameters)[:2] == ["shape", "rng"]
-    assert set(list(sig.parameters)[2:]) == set(rules.RULES[rule])
+    assert list(sig.parameters)[:3] == ["shape", "rng", "dtype"]
+    assert set(list(sig.parameters)[3:]) == set(rules.RULES[rule])
 
 
 @pytest.mark.parametrize("rule", sorted(STATS))
@@ -82,6 +82,20 @@ def test_deterministic_per_seed_and_per_param():
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, init_param(p, seed=1))
     assert not np.array_equal(a, init_param(param(rules.normal(0.1), seed=8), seed=0))
+
+
+@pytest.mark.parametrize("rule", sorted(STATS))
+def test_a_float32_parameter_is_never_held_in_float64(rule):
+    """Drawn and scaled in float32: the peak is one float32 array (plus NumPy's small buffers),
+    never the float64 copy (twice the size) that drawing in float64 and casting would need."""
+    import tracemalloc
+
+    p = param(rules.make(rule, **STATS[rule][0]), shape=(512, 512), dtype="f32")
+    tracemalloc.start()
+    w = init_param(p)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert w.dtype == np.float32 and peak < 1.25 * w.nbytes, (peak, w.nbytes)
 
 
 def test_integer_params_get_their_dtype():

@@ -38,14 +38,12 @@ from .plan import decode_plan, plan_doc
 from .preprocess import check_rule
 from .program import Entry, Program
 from .train import program_meta_problem
-from .types import DTYPES, TensorType
+from .types import DTYPES, MAX_ELEMENTS, MAX_RANK, TensorType, size_problem
 from .version import __version__
 from .verify import verify
 
 FORMAT = "tinyc.ir"
 FORMAT_VERSION = 1
-MAX_ELEMENTS = 2**31  # per tensor at batch 1; larger is a damaged file, not a model
-MAX_RANK = 32
 _HEADER = ("format", "version", "producer")
 _GRAPH = ("name", "inputs", "params", "constants", "nodes", "outputs", "updates", "meta")
 _INPUT = ("name", "type", "preprocess")  # preprocess only when declared: files without it stay as they were
@@ -363,9 +361,9 @@ def _shape(v: Any, where: str, symbols: bool) -> tuple:
             check_symbol(x, where, "shape")
         else:
             check_int(x, where, "shape", 0, MAX_ELEMENTS)
-    numel = math.prod(x for x in dims if isinstance(x, int))
-    if numel > MAX_ELEMENTS:
-        fail(where, f"absurd shape {dims}: {numel} elements at batch 1 (at most {MAX_ELEMENTS})")
+    problem = size_problem(dims)  # the rule the compiler applied: a larger shape is damage
+    if problem:
+        fail(where, f"absurd {problem}")
     return tuple(dims)
 
 

@@ -53,3 +53,7 @@ class ModelFileError(TinycError):
 
 class OutputError(TinycError):
     """An output path that cannot be written, or whose writing would destroy an input or earlier work."""
+
+
+class ResourceError(TinycError):
+    """A run that needs more than the machine has (memory)."""

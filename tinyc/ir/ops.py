@@ -181,7 +181,12 @@ def infer_type(op: str, in_types: list[TensorType], attrs: Mapping[str, Any]) ->
         if s.variadic:
             raise IRError(f"{op}: takes {len(s.inputs)} or more inputs ({', '.join(s.inputs)}...), got {len(in_types)}")
         raise IRError(f"{op}: takes {len(s.inputs)} input(s) ({', '.join(s.inputs)}), got {len(in_types)}")
-    return s.infer(*in_types, **attrs)
+    try:
+        return s.infer(*in_types, **attrs)
+    except ShapeError as e:  # e.g. the size limit, raised by TensorType itself: name the op
+        if e.message.startswith(f"{op}:"):
+            raise
+        raise ShapeError(f"{op}: {e.message}", loc=e.loc, hint=e.hint) from None
 
 
 # --------------------------------------------------------------------------- FLOP estimates

@@ -22,6 +22,22 @@ DTYPES: dict[str, np.dtype] = {
     "bool": np.dtype(np.bool_),
 }
 FLOAT_DTYPES = ("f32", "f64")
+
+# The size limit of every tensor, one rule for the front-end, the compiler and the `.ir` loader:
+# what compiles also loads, and a damaged file cannot make the runtime allocate terabytes.
+MAX_RANK = 32
+MAX_ELEMENTS = 2**31  # per tensor, symbols (the batch) counted as 1
+
+
+def size_problem(shape: Shape) -> str:
+    """Why a shape is past the limit (`shape [..]: 10^12 elements ...`), or "" if it is not."""
+    if len(shape) > MAX_RANK:
+        return f"shape has rank {len(shape)} (at most {MAX_RANK})"
+    numel = math.prod(d for d in shape if isinstance(d, int))
+    if numel > MAX_ELEMENTS:
+        dims = ",".join(map(str, shape))
+        return f"shape [{dims}] has {numel:,} elements at batch 1 (at most {MAX_ELEMENTS:,} per tensor)"
+    return ""
 NUMPY_TO_DTYPE = {v: k for k, v in DTYPES.items()}
 
 
@@ -48,6 +64,9 @@ class TensorType:
         for d in self.shape:
             if isinstance(d, bool) or not isinstance(d, (int, str)) or (isinstance(d, int) and d < 0):
                 raise ShapeError(f"bad dim {d!r} in shape {self.shape!r}")
+        problem = size_problem(self.shape)
+        if problem:
+            raise ShapeError(problem, hint="tinyc keeps every tensor under 2^31 elements; is a dim too large?")
 
     def __str__(self) -> str:
         return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"

@@ -29,6 +29,7 @@ from ..ir.train import train_defaults_problem
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .datasets import bind, epoch_order
 from .executor import Executor
+from .memory import check_memory, run_memory
 from .metrics import MetricsLog, default_log_every
 from .schedules import SCHEDULES, lr_at
 
@@ -165,6 +166,8 @@ class Trainer:
         self.program = program
         self.config = config
         self.reporter = reporter or Reporter()
+        # before any parameter is allocated: a run that cannot fit is one line, not an OOM kill
+        check_memory(run_memory(program, config.batch_size, config.eval_batch_size))
         self.executor = Executor(program, seed=config.seed, check_numerics=config.check_numerics, threads=config.threads)
         self.has_accuracy = "accuracy" in dict(program.entry(TRAIN_ENTRY).graph.outputs)
         self.train_data = bind(train, data_inputs(program), input_rules(program))
