@@ -30,15 +30,15 @@ def run_memory(program: Program, batch_size: int, eval_batch_size: int) -> dict[
 
 def entry_bytes(entry, batch: int) -> int:
     """The bytes one entry allocates at batch `batch`: its arena, its inputs and unplanned values."""
-    graph, plan = entry.graph, entry.plan or {}
+    graph, plan = entry.graph, entry.plan
     types = graph.types
     bindings = {"B": batch}
 
     def nbytes(v: str) -> int:
         return types[v].nbytes(bindings, default=batch)
 
-    arena = layout(plan, nbytes)[1] if plan.get("slots") else 0
-    placed = set(plan.get("slots", {})) | set(plan.get("alias", {})) | set(plan.get("inplace", {}))
+    arena = layout(plan, nbytes)[1] if plan is not None and plan.slots else 0
+    placed = set(plan.slots) | set(plan.alias) | set(plan.inplace) if plan is not None else set()
     loose = sum(nbytes(n.out) for n in graph.nodes if n.out not in placed)
     return arena + loose + sum(nbytes(i.name) for i in graph.inputs)
 
