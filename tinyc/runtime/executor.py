@@ -19,15 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from ..ir.errors import CheckpointError, DataError, IRError, NumericsError, TinycError
+from ..ir.errors import CheckpointError, IRError, NumericsError, TinycError
 from ..ir.graph import Graph, Node
-from ..ir.ops import OPS
 from ..ir.plan import check_plan
 from ..ir.program import LR_INPUT, PREDICT_ENTRY, SHARE_INPUT, TRAIN_ENTRY, Entry, Program
 from .arena import arena_layout
+from .binding import bind_feeds, format_shape, resolve_attrs
 from .checkpoint import read_weights, save_weights
 from .comm import in_place_sum
-from .feeds import prepare
 from .init import init_param
 from .kernels import KERNELS, VIEW_OPS
 from .parallel import call_of, pool
@@ -40,10 +39,6 @@ def load(path: str) -> Program:
     from ..ir.codec import load_program
 
     return load_program(path)
-
-
-def _shape(shape) -> str:
-    return "[" + ",".join(map(str, shape)) + "]"
 
 
 @dataclass
@@ -64,7 +59,6 @@ class _EntryRunner:
         self.entry = entry
         self.graph: Graph = entry.graph
         self.inputs = [(i.name, i.type) for i in self.graph.inputs]
-        self.rules = {i.name: i.preprocess for i in self.graph.inputs}
         self.takes_lr = any(name == LR_INPUT for name, _ in self.inputs)
         self.takes_share = any(name == SHARE_INPUT for name, _ in self.inputs)
         self.cache: dict[tuple, _Compiled] = {}
@@ -76,23 +70,8 @@ class _EntryRunner:
 
     def bind(self, feeds: Mapping[str, Any]) -> tuple[list[np.ndarray], tuple]:
         """The feed arrays in input order, and the symbol bindings they imply (checked)."""
-        arrays, bindings = [], {}
-        for name, t in self.inputs:
-            if name not in feeds:
-                raise DataError(f"entry {self.entry.name!r} needs input {name!r} ({t}); got "
-                                f"{', '.join(sorted(feeds)) or 'nothing'}")
-            a = np.asarray(feeds[name])
-            if a.ndim != len(t.shape):
-                raise DataError(f"input {name!r} has shape {_shape(a.shape)}, expected {t}")
-            for d, n in zip(t.shape, a.shape):
-                if isinstance(d, str):
-                    if bindings.setdefault(d, n) != n:
-                        raise DataError(f"input {name!r} has shape {_shape(a.shape)}, but {d}={bindings[d]} "
-                                        f"from another input (expected {t})")
-                elif d != n:
-                    raise DataError(f"input {name!r} has shape {_shape(a.shape)}, expected {t}")
-            arrays.append(prepare(name, a, t, self.rules[name]))
-        return arrays, tuple(sorted(bindings.items()))
+        arrays, bindings = bind_feeds(self.graph.inputs, feeds, entry=self.entry.name)
+        return [arrays[name] for name, _ in self.inputs], tuple(sorted(bindings.items()))
 
 
 class Executor:
@@ -169,11 +148,8 @@ class Executor:
         compiled = runner.cache.get(key)
         if compiled is None:
             compiled = runner.cache[key] = self._compile(runner, dict(key))
-        for buf, a, (name, _) in zip(compiled.input_bufs, arrays, runner.inputs):
-            try:
-                np.copyto(buf, a, casting="same_kind")
-            except TypeError:
-                raise DataError(f"input {name!r} has dtype {a.dtype}, expected {buf.dtype}") from None
+        for buf, a in zip(compiled.input_bufs, arrays):
+            np.copyto(buf, a, casting="unsafe")  # bind_feeds admitted the data's kind (FEEDABLE_KINDS)
         with blas_threads(1):  # the pool's threads run BLAS calls side by side: one thread each
             if self.check_numerics:
                 self._execute_checked(compiled.instrs)
@@ -233,7 +209,7 @@ class Executor:
         for node in graph.nodes:
             t = node.type
             shape = t.concrete(bindings)
-            attrs = _resolve_attrs(node, graph, bindings)
+            attrs = resolve_attrs(node, graph, bindings)
             if node.out in alias:
                 view = _view(node, alias[node.out], env, attrs)
                 if view is not None:
@@ -305,27 +281,14 @@ class Executor:
         for name, value in state.items():
             a, want = np.asarray(value), self.params[name]
             if a.shape != want.shape:
-                raise CheckpointError(f"parameter {name!r}: checkpoint has shape {_shape(a.shape)}, "
-                                      f"the program expects {_shape(want.shape)}", loc=self._specs[name].loc)
+                raise CheckpointError(f"parameter {name!r}: checkpoint has shape {format_shape(a.shape)}, "
+                                      f"the program expects {format_shape(want.shape)}", loc=self._specs[name].loc)
             if a.dtype != want.dtype:
                 raise CheckpointError(f"parameter {name!r}: checkpoint has dtype {a.dtype}, "
                                       f"the program expects {want.dtype}", loc=self._specs[name].loc)
             checked[name] = a
         for name, a in checked.items():  # all checked before any is written
             np.copyto(self.params[name], a)
-
-
-def _resolve_attrs(node: Node, graph: Graph, bindings: Mapping[str, int]) -> dict[str, Any]:
-    """The node's attributes with symbols replaced by ints; constants get their array as `value`."""
-    spec = OPS[node.op].attrs if node.op in OPS else {}
-    attrs = {}
-    for k, v in node.attrs.items():
-        if k in spec and spec[k].kind == "shape":
-            v = tuple(bindings[d] if isinstance(d, str) else d for d in v)
-        attrs[k] = v
-    if node.op == "constant":
-        attrs["value"] = graph.constants[node.attrs["name"]]
-    return attrs
 
 
 def _view(node: Node, base: str, env: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> np.ndarray | None:

@@ -13,96 +13,25 @@ from typing import Any
 
 import numpy as np
 
-from tinyc.ir.errors import IRError, ShapeError, TinycError
+from tinyc.ir.errors import DataError, IRError, ShapeError, TinycError
 from tinyc.ir.graph import Graph, Node, live_values
-from tinyc.ir.types import TensorType, resolve_shape
+from tinyc.ir.types import TensorType
 
-from .feeds import prepare
+from .binding import bind_feeds, format_shape, resolve_attrs, resolve_dims
 from .init import init_param
 from .kernels import KERNELS
-
-# which NumPy dtype kinds may be fed to an input of each dtype (then cast to it)
-_FEEDABLE_KINDS = {"f32": "fiu", "f64": "fiu", "i64": "iu", "bool": "b"}
-# attributes that may hold symbolic dims
-_SHAPE_ATTRS = ("shape",)
-
-
-def _fmt_shape(shape: Sequence) -> str:
-    return "[" + ",".join(str(d) for d in shape) + "]"
-
-
-def bind_symbols(graph: Graph, feeds: Mapping[str, Any], required: Sequence[str] | None = None) -> dict[str, int]:
-    """Symbolic dim -> size, read off the fed inputs' shapes; ShapeError on any disagreement.
-
-    `required` names the inputs that must be fed (default: all of them); other inputs are
-    checked only when fed.
-    """
-    required = {i.name for i in graph.inputs} if required is None else set(required)
-    bindings: dict[str, int] = {}
-    bound_by: dict[str, str] = {}
-    for inp in graph.inputs:
-        if inp.name not in feeds:
-            if inp.name in required:
-                fed = ", ".join(sorted(feeds)) or "nothing"
-                raise ShapeError(
-                    f"input {inp.name!r} was not fed (fed: {fed})",
-                    hint=f"feed an array of type {inp.type} under the name {inp.name!r}",
-                )
-            continue
-        arr = np.asarray(feeds[inp.name])
-        if arr.dtype.kind not in _FEEDABLE_KINDS[inp.type.dtype]:
-            raise ShapeError(
-                f"input {inp.name!r} is {inp.type} but was fed {arr.dtype} data",
-                hint=f"convert it, e.g. np.asarray(x, dtype='{inp.type.np_dtype}')",
-            )
-        if arr.ndim != inp.type.rank:
-            raise ShapeError(
-                f"input {inp.name!r} is {inp.type} (rank {inp.type.rank}) but was fed an array of shape "
-                f"{_fmt_shape(arr.shape)} (rank {arr.ndim})"
-            )
-        for axis, (dim, size) in enumerate(zip(inp.type.shape, arr.shape)):
-            if isinstance(dim, int):
-                if dim != size:
-                    raise ShapeError(
-                        f"input {inp.name!r} is {inp.type} but was fed shape {_fmt_shape(arr.shape)}: "
-                        f"dim {axis} is {size}, expected {dim}"
-                    )
-            elif dim not in bindings:
-                bindings[dim], bound_by[dim] = size, inp.name
-            elif bindings[dim] != size:
-                raise ShapeError(
-                    f"input {inp.name!r} is {inp.type} and was fed shape {_fmt_shape(arr.shape)}: "
-                    f"{dim}={size} here but {dim}={bindings[dim]} in input {bound_by[dim]!r}"
-                )
-    return bindings
-
-
-def _resolve(shape: Sequence, bindings: Mapping[str, int], node: Node) -> tuple[int, ...]:
-    try:
-        return resolve_shape(tuple(shape), bindings)
-    except KeyError as e:
-        raise ShapeError(
-            f"{node.op} %{node.out}: symbol {e.args[0]} is not bound by any fed input", loc=node.where()
-        ) from None
 
 
 def _cast_param(name: str, value: Any, t: TensorType) -> np.ndarray:
     arr = np.asarray(value)
     if arr.shape != tuple(t.shape):
-        raise ShapeError(f"parameter {name!r} is {t} but was given an array of shape {_fmt_shape(arr.shape)}")
+        raise ShapeError(f"parameter {name!r} is {t} but was given an array of shape {format_shape(arr.shape)}")
     return arr.astype(t.np_dtype, copy=False)
 
 
 def _run_node(node: Node, args: list[np.ndarray], graph: Graph, bindings: Mapping[str, int]) -> np.ndarray:
     """Run one node's kernel and check its result against the node's type."""
-    attrs = dict(node.attrs)
-    for key in _SHAPE_ATTRS:
-        if key in attrs:
-            attrs[key] = _resolve(attrs[key], bindings, node)
-    if node.op == "constant":
-        if attrs["name"] not in graph.constants:
-            raise IRError(f"constant %{node.out}: no array named {attrs['name']!r} in the graph", loc=node.where())
-        attrs["value"] = graph.constants[attrs["name"]]
+    attrs = resolve_attrs(node, graph, bindings)
     if node.op not in KERNELS:
         raise IRError(f"{node.op} %{node.out}: no kernel for op {node.op!r}", loc=node.where())
     try:
@@ -110,15 +39,15 @@ def _run_node(node: Node, args: list[np.ndarray], graph: Graph, bindings: Mappin
     except TinycError as e:
         raise type(e)(f"{node.op} %{node.out}: {e.message}", loc=e.loc or node.where(), hint=e.hint) from e
     except (ValueError, IndexError, TypeError) as e:
-        ins = ", ".join(_fmt_shape(a.shape) for a in args)
+        ins = ", ".join(format_shape(a.shape) for a in args)
         raise ShapeError(
             f"{node.op} %{node.out} failed on inputs of shape {ins or '(none)'}: {e}", loc=node.where()
         ) from e
-    want = (_resolve(node.type.shape, bindings, node), node.type.np_dtype)
+    want = (resolve_dims(node.type, bindings, node), node.type.np_dtype)
     if (result.shape, result.dtype) != want:
         raise IRError(
-            f"{node.op} %{node.out}: kernel returned {result.dtype}{_fmt_shape(result.shape)}, "
-            f"node type is {node.type} = {want[1]}{_fmt_shape(want[0])}",
+            f"{node.op} %{node.out}: kernel returned {result.dtype}{format_shape(result.shape)}, "
+            f"node type is {node.type} = {want[1]}{format_shape(want[0])}",
             loc=node.where(),
         )
     return result
@@ -134,11 +63,11 @@ def evaluate(
     """Compute the values `targets` (value names); params missing from `params` take their init."""
     needed = live_values(graph, targets)
     required = [i.name for i in graph.inputs if i.name in needed]
-    bindings = bind_symbols(graph, feeds, required)
+    arrays, bindings = bind_feeds(graph.inputs, feeds, required)  # the same checks as the Executor's
     env: dict[str, np.ndarray] = {}
     for inp in graph.inputs:
-        if inp.name in feeds:
-            env[inp.name] = prepare(inp.name, feeds[inp.name], inp.type, inp.preprocess).astype(inp.type.np_dtype, copy=False)
+        if inp.name in arrays:
+            env[inp.name] = arrays[inp.name].astype(inp.type.np_dtype, copy=False)
     params = params or {}
     for p in graph.params:
         if p.name in params:
@@ -191,9 +120,7 @@ def make_function(graph: Graph, input_values: Sequence[str]) -> Callable[[list[n
     needed = live_values(graph, targets)
     unfed = [i.name for i in graph.inputs if i.name in needed and i.name not in names]
     if unfed:
-        raise ShapeError(
-            f"input {unfed[0]!r} was not fed: the outputs need it", hint="list it among the function's inputs"
-        )
+        raise DataError(f"input {unfed[0]!r} was not fed: the outputs need it", hint="list it among the function's inputs")
     defaults: dict[str, np.ndarray] = {}  # init values, computed on first call
 
     def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
