@@ -17,7 +17,7 @@ from tinyc.runtime import Executor, parallel
 from tinyc.runtime.kernels import KERNELS
 from tinyc.runtime.parallel import Pool, split, split_plan
 
-B, T, D, N = 64, 16, 256, 128  # [B, T, D] f32 holds 4 blocks of MIN_WORK elements
+B, T, D, N = 64, 16, 256, 128  # [B, T, D] f32 is cut into 2 to 4 blocks
 RNG = np.random.default_rng(0)
 
 
@@ -56,7 +56,7 @@ def test_blocks_compute_the_whole_kernel(op, ins, attrs, exact, threads):
     want = _whole(op, ins, attrs)
     out = np.full_like(want, np.nan)
     blocks = split(KERNELS[op], op, ins, out, attrs)
-    assert blocks is not None and len(blocks) == parallel.BLOCKS
+    assert blocks is not None and len(blocks) >= 2
     Pool(threads).run(blocks)
     if exact:
         np.testing.assert_array_equal(out, want)
@@ -92,7 +92,7 @@ def test_an_output_overlapping_an_input_off_row_stays_whole():
 
 
 def test_cuts_depend_on_shapes_only():
-    ins, out = [f32(B, T, D), f32(D)], np.empty((B, T, D), np.float32)
+    ins, out = [f32(B, T, 4 * D), f32(4 * D)], np.empty((B, T, 4 * D), np.float32)
     cuts = split_plan("add", ins, out, {})[0]
     assert cuts == [(0, 16), (16, 32), (32, 48), (48, 64)]
     assert split_plan("add", ins, out, {})[0] == cuts  # nothing but shapes: the same every time

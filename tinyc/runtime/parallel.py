@@ -30,8 +30,11 @@ import numpy as np
 from .kernels import UFUNCS
 
 BLOCKS = 4  # blocks per split instruction: a function of nothing but this constant and the shapes
-MIN_WORK = 1 << 16  # an instruction is split only with this much work per block (elements, or
-#                     multiply-adds / 4 for products): dispatch costs ~10 us, a block >= ~50 us
+# An instruction is split only into blocks of at least MIN_WORK units, about 50-100 us of one
+# core (a block costs ~5-10 us to hand over): a unit is 2 result elements of an element-wise op,
+# 1/4 of a row op's (several passes over each row), 32 multiply-adds (+1 per result element) of
+# a product. Measured on the benchmark models' shapes; blocks of ~20 us gained nothing.
+MIN_WORK = 1 << 16
 
 # ops whose result row i (along axis 0) is computed from row i of each input that has the
 # result's rank and first dim, and from the whole of every other (broadcast) input
@@ -65,8 +68,11 @@ def split_plan(op: str, ins: Sequence[np.ndarray], out: np.ndarray, attrs: dict[
     if any(np.may_share_memory(out, x) and not _same_view(out, x) for x in ins):
         return None  # the result overlaps an input other than row for row: keep it whole
     row_elements = out.size // out.shape[0]
-    if op in ELEMENTWISE or (op in ALONG_AXIS and attrs.get("axis", 0) % out.ndim != 0):
-        cuts = _cuts(out.shape[0], row_elements)
+    if op in ELEMENTWISE or op == "concat":
+        cuts = _cuts(out.shape[0], row_elements // 2)
+        return cuts and (cuts, ["row" if r else None for r in _row_inputs(ins, out)], "row")
+    if op in ALONG_AXIS and attrs.get("axis", 0) % out.ndim != 0:
+        cuts = _cuts(out.shape[0], row_elements * 4)
         return cuts and (cuts, ["row" if r else None for r in _row_inputs(ins, out)], "row")
     if op in PRODUCTS and not attrs.get("ta", False):
         a, b = ins[0], ins[1]
@@ -74,13 +80,13 @@ def split_plan(op: str, ins: Sequence[np.ndarray], out: np.ndarray, attrs: dict[
             return None
         batched_b = b.ndim == out.ndim > 2 and b.shape[0] == out.shape[0]
         how = ["row", "row" if batched_b else None] + ["row" if r else None for r in _row_inputs(ins[2:], out)]
-        return (cuts := _cuts(out.shape[0], row_elements * a.shape[-1] // 4)) and (cuts, how, "row")
+        return (cuts := _cuts(out.shape[0], row_elements * (a.shape[-1] // 32 + 1))) and (cuts, how, "row")
     if op in WEIGHT_GRADS and attrs.get("ta") and not attrs.get("tb") and out.ndim == 2:
         # out[k, n] = sum over rows r of a[r, k] * b[r, n]: cut the longer of out's two dims
         # (k from columns of a, n from columns of b), so each block's GEMM stays wide
         reduced = ins[0].size // ins[0].shape[-1]
         by_rows = out.shape[0] >= out.shape[1]
-        cuts = _cuts(out.shape[0 if by_rows else 1], out.size // out.shape[0 if by_rows else 1] * reduced // 4)
+        cuts = _cuts(out.shape[0 if by_rows else 1], out.size // out.shape[0 if by_rows else 1] * (reduced // 32 + 1))
         return cuts and (cuts, ["col", None] if by_rows else [None, "col"], "row" if by_rows else "col")
     return None
 
