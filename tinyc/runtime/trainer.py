@@ -31,6 +31,7 @@ from .datasets import bind, epoch_order
 from .executor import Executor
 from .memory import check_memory, run_memory
 from .metrics import MetricsLog, default_log_every
+from .ranks import World, program_digest
 from .schedules import SCHEDULES, lr_at
 
 TIMING_KEYS = ("epoch_seconds", "examples_per_s")  # the history fields that differ between identical runs
@@ -59,6 +60,7 @@ class RunConfig:
     check_numerics: bool = False
     eval_batch_size: int = 1000
     threads: int | None = None  # None: $TINYC_NUM_THREADS, else the available cores
+    rank: int = 0  # this process's rank in a data-parallel run: only rank 0 checks and writes outputs
 
     @classmethod
     def from_program(cls, program: Program, **overrides: Any) -> RunConfig:
@@ -91,8 +93,9 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise TinycError(message)
-        check_outputs([("--checkpoint", self.checkpoint), ("--metrics-out", self.metrics_out)])
-        self.check_earlier_run()
+        if self.rank == 0:
+            check_outputs([("--checkpoint", self.checkpoint), ("--metrics-out", self.metrics_out)])
+            self.check_earlier_run()
 
     def check_earlier_run(self) -> None:
         """An existing checkpoint is an earlier run's work: continued with --resume, replaced only
@@ -153,7 +156,12 @@ def input_rules(program: Program) -> dict:
 
 
 class Trainer:
-    """Trains a program's `train_step` on a data set's train split, evaluating `predict` on test."""
+    """Trains a program's `train_step` on a data set's train split, evaluating `predict` on test.
+
+    With `comm` (see `tinyc.runtime.comm`) it is one rank of a data-parallel run: it trains on
+    its part of every global batch (`tinyc.runtime.ranks`); rank 0 reads the checkpoint for all
+    and alone writes the checkpoint and the metrics. The reporter should be silent elsewhere.
+    """
 
     def __init__(
         self,
@@ -162,13 +170,16 @@ class Trainer:
         test: Mapping[str, np.ndarray] | None,
         config: RunConfig,
         reporter: Reporter | None = None,
+        comm: Any = None,
     ) -> None:
         self.program = program
         self.config = config
         self.reporter = reporter or Reporter()
         # before any parameter is allocated: a run that cannot fit is one line, not an OOM kill
         check_memory(run_memory(program, config.batch_size, config.eval_batch_size))
-        self.executor = Executor(program, seed=config.seed, check_numerics=config.check_numerics, threads=config.threads)
+        self.world = World(comm)
+        self.executor = Executor(program, seed=config.seed, check_numerics=config.check_numerics, threads=config.threads,
+                                 comm=comm)
         self.has_accuracy = "accuracy" in dict(program.entry(TRAIN_ENTRY).graph.outputs)
         self.train_data = bind(train, data_inputs(program), input_rules(program))
         if config.limit is not None:
@@ -178,11 +189,24 @@ class Trainer:
         if self.n == 0:
             raise DataError("the training set is empty")
         self.steps_per_epoch = math.ceil(self.n / config.batch_size)
+        self._start_together()
         self.shuffle_rng = np.random.default_rng(config.seed)
         self.state = RunState()
-        self.metrics = MetricsLog(config.metrics_out, self.has_accuracy) if config.metrics_out else None
+        self.metrics = MetricsLog(config.metrics_out, self.has_accuracy) if config.metrics_out and self.world.root else None
         self.log_every = config.log_every or default_log_every(self.steps_per_epoch)
         self.last_eval: EvalResult | None = None
+
+    def _start_together(self) -> None:
+        """Ranks check that they run the same program on the same data with the same settings,
+        and take rank 0's parameters (a no-op for one process)."""
+        w = self.world
+        if w.size == 1:
+            return
+        w.check_batches(self.n, self.config.batch_size)
+        test = len(next(iter(self.test_data.values()))) if self.test_data else 0
+        w.agree({"program": program_digest(self.program), "settings": _jsonable(self.config.run_settings()),
+                 "training set size": self.n, "test set size": test})
+        self.executor.load_state_dict(w.broadcast_state(self.executor.state_dict()))
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str) -> None:
@@ -196,12 +220,14 @@ class Trainer:
             "n": self.n,
             "model": self.program.meta.get("model", ""),
             "weights": self.executor.weight_names,  # the rest is optimizer state (see Executor.load_weights)
+            "world_size": self.world.size,
         }
         save_checkpoint(path, self.executor.state_dict(), meta)
 
-    def restore(self, path: str) -> None:
-        """Continue from a checkpoint written by `save` for this program and data."""
-        tensors, meta = load_checkpoint(path)
+    def restore(self, path: str, loaded: tuple | None = None) -> None:
+        """Continue from a checkpoint written by `save` for this program and data (`loaded`: its
+        (tensors, meta) as rank 0 read them, or None to read it here)."""
+        tensors, meta = loaded or load_checkpoint(path)
         expected = {name: (a.shape, a.dtype) for name, a in self.executor.params.items()}
         check_compatible(tensors, expected, source=path)
         if meta.get("n") != self.n:
@@ -235,14 +261,16 @@ class Trainer:
         total = self.steps_per_epoch * c.epochs
         return lr_at(step, self.steps_per_epoch, total, c.lr, c.schedule, c.warmup, c.gamma, c.step_size)
 
-    def _batch(self, order: np.ndarray, i: int) -> dict[str, np.ndarray]:
+    def _batch(self, order: np.ndarray, i: int) -> tuple[dict[str, np.ndarray], float, int]:
+        """This rank's part of global batch i, its share of the batch's examples, the batch's size."""
         idx = order[i * self.config.batch_size : (i + 1) * self.config.batch_size]
-        return {name: arr[idx] for name, arr in self.train_data.items()}
+        start, stop = self.world.part(len(idx))
+        return {name: arr[idx[start:stop]] for name, arr in self.train_data.items()}, (stop - start) / len(idx), len(idx)
 
     def fit(self) -> dict[str, Any]:
         """Train for the configured epochs (resuming if asked); returns the summary. The checkpoint
         is locked for the whole run: a second run onto it is refused."""
-        if not self.config.checkpoint:
+        if not self.config.checkpoint or not self.world.root:
             return self._fit()
         with hold_lock(self.config.checkpoint, "--checkpoint"):
             self.config.check_earlier_run()  # again, now that no other run can write it
@@ -250,12 +278,14 @@ class Trainer:
 
     def _fit(self) -> dict[str, Any]:
         cfg = self.config
-        for path in (cfg.checkpoint, cfg.metrics_out):
+        for path in (cfg.checkpoint, cfg.metrics_out) if self.world.root else ():
             if path:
                 remove_stale_temps(path)
         if cfg.resume:
-            if os.path.exists(cfg.checkpoint):
-                self.restore(cfg.checkpoint)
+            # rank 0 reads the checkpoint and gives it to every rank: no shared file system needed
+            found = self.world.from_root(lambda: load_checkpoint(cfg.checkpoint) if os.path.exists(cfg.checkpoint) else None)
+            if found is not None:
+                self.restore(cfg.checkpoint, found)
                 self.reporter.message(f"resumed from {cfg.checkpoint} after epoch {self.state.epoch}")
             else:
                 self.reporter.message(f"no checkpoint at {cfg.checkpoint} yet: starting from scratch")
@@ -293,17 +323,16 @@ class Trainer:
         for i in range(self.steps_per_epoch):
             if i % every == 0:
                 snapshots.append((i, self.executor.state_dict()))
-            feeds = self._batch(order, i)
+            feeds, share, b = self._batch(order, i)
             lr = self.lr(self.state.step)
             try:
-                out = self.executor.train_step(feeds, lr)
+                out = self.executor.train_step(feeds, lr, share)
             except NumericsError as e:  # --check-numerics caught it in this very step
                 raise self._non_finite(epoch, i, f"a non-finite value appeared: {e.message}", e.loc) from None
             loss = float(out["loss"])
             if not math.isfinite(loss):
                 self._explain_non_finite(epoch, order, snapshots, i, f"loss became {loss}")
             self.state.step += 1
-            b = len(next(iter(feeds.values())))
             loss_sum += loss * b
             if self.has_accuracy:
                 acc_sum += float(out["accuracy"]) * b
@@ -336,7 +365,7 @@ class Trainer:
         self.state.history.append(record)
         if self.metrics is not None:  # before the checkpoint: a resume then never misses this epoch's rows
             self.metrics.epoch(record)
-        if cfg.checkpoint:
+        if cfg.checkpoint and self.world.root:
             self.save(cfg.checkpoint)
         self.reporter.end_epoch(record)
 
@@ -345,12 +374,14 @@ class Trainer:
         start, state = next(((i, s) for i, s in reversed(snapshots) if _finite(s)), (None, None))
         if start is None:
             raise self._non_finite(epoch, failed, what, "")
-        checker = Executor(self.program, seed=self.config.seed, check_numerics=True, threads=self.config.threads)
+        checker = Executor(self.program, seed=self.config.seed, check_numerics=True, threads=self.config.threads,
+                           comm=self.world.comm)
         checker.load_state_dict(state)
         step0 = self.state.step - failed  # the global step at the epoch's first batch
         for i in range(start, min(failed + 1, self.steps_per_epoch)):
             try:
-                checker.train_step(self._batch(order, i), self.lr(step0 + i))
+                feeds, share, _ = self._batch(order, i)
+                checker.train_step(feeds, self.lr(step0 + i), share)
             except NumericsError as e:
                 raise self._non_finite(epoch, i, f"{what}; the first non-finite value: {e.message}", e.loc) from None
         raise self._non_finite(epoch, failed, f"{what} (a checked replay did not find the node)", "")
@@ -405,10 +436,14 @@ def evaluate(
         raise DataError(f"labels run from {labels.min()} to {labels.max()}, but the model has {classes} classes")
     names = [i.name for i in g.inputs]
     confusion = np.zeros((classes, classes), np.int64)
-    for start in range(0, len(labels), batch_size):
-        feeds = {name: data[name][start : start + batch_size] for name in names}
+    world = World(executor.comm)  # each rank its contiguous part; the counts are summed exactly
+    first, last = world.part(len(labels))
+    for start in range(first, last, batch_size):
+        stop = min(start + batch_size, last)
+        feeds = {name: data[name][start:stop] for name in names}
         pred = np.asarray(executor.predict(feeds)[logits_name]).argmax(-1)
-        np.add.at(confusion, (labels[start : start + batch_size], pred), 1)
+        np.add.at(confusion, (labels[start:stop], pred), 1)
+    confusion = world.sum(confusion)
     total = int(confusion.sum())
     return EvalResult(float(np.trace(confusion)) / max(total, 1), confusion, total)
 
