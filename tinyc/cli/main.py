@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from ..ir.version import __version__
-from . import compile_cmd, export_cmd, inspect_cmd, train_cmd
+from . import compile_cmd, export_cmd, inspect_cmd, predict_cmd, train_cmd
 from .errors import set_debug
 
 app = typer.Typer(
@@ -40,5 +40,5 @@ def main(
     set_debug(debug)
 
 
-for _module in (compile_cmd, inspect_cmd, train_cmd, export_cmd):
+for _module in (compile_cmd, inspect_cmd, train_cmd, predict_cmd, export_cmd):
     _module.register(app)

@@ -1,0 +1,157 @@
+"""`tinyc predict MODEL.ir --weights W INPUT...`: the top classes of image files, `.npy` arrays or
+examples of a data set, as a table or as JSON lines (`--json`, with the logits)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from ..ir.errors import DataError
+from .errors import DebugOption, EntryOption, handles_errors, opt
+from .output import echo, table
+from .session import load
+from .train_cmd import DataDirOption, ProgramArgument, WeightsOption, _load_data
+
+
+@dataclass
+class Example:
+    name: str  # how the output names it: a file, file[i], or mnist test #i
+    array: np.ndarray
+    label: int | None = None
+    pixels: bool = False  # from an image file or a data set: raw integers are pixels (x / 255) by default
+
+
+@handles_errors
+def predict(
+    model: ProgramArgument,
+    weights: WeightsOption,
+    inputs: Annotated[list[Path] | None, typer.Argument(
+        help="Image files (PNG, JPEG, ...) or .npy arrays (one example, or a batch).", metavar="INPUT...",
+        show_default=False)] = None,
+    data: Annotated[str | None, opt("--data", "Predict examples of a data set instead: mnist, fashion-mnist, idx:DIR.")] = None,
+    split: Annotated[str, typer.Option("--split", help="The data set's split: train or test.")] = "test",
+    index: Annotated[str, typer.Option("--index", help="Examples of --data: N, or A:B (from A up to B).")] = "0:10",
+    data_dir: DataDirOption = None,
+    top: Annotated[int, typer.Option("--top", help="Classes shown per input.", min=1)] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per input (top classes and logits).")] = False,
+    resize: Annotated[bool, typer.Option("--resize", help="Scale images to the input's size.")] = False,
+    grey: Annotated[bool, typer.Option("--grey", help="Convert colour images to greyscale.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per forward pass.", min=1)] = 256,
+    entry: EntryOption = "model",
+    debug: DebugOption = False,
+) -> None:
+    """Classify image files, .npy arrays or data-set examples with trained weights: top classes and probabilities."""
+    from ..runtime.executor import Executor
+    from ..runtime.trainer import logits_output
+
+    if not inputs and data is None:
+        raise DataError("nothing to predict: give image or .npy files, or --data NAME")
+    if inputs and data is not None:
+        raise DataError("give INPUT files or --data, not both")
+    program = load(model, entry).program
+    graph = program.entry("predict").graph
+    if len(graph.inputs) != 1:
+        raise DataError(f"predict takes programs with one input; this one has {len(graph.inputs)} "
+                        f"({', '.join(i.name for i in graph.inputs)})", hint="use the Python API: Executor.predict")
+    (inp,) = graph.inputs
+    executor = Executor(program)
+    executor.load_weights(str(weights))
+    if data is not None:
+        examples = _dataset_examples(data, data_dir, split, index)
+    else:
+        examples = [e for path in inputs for e in _file_examples(path, inp.type.shape[1:], resize, grey)]
+    logits_name = logits_output(program)
+    logits = np.concatenate([
+        executor.predict({inp.name: _feed(inp, examples[s:s + batch_size])})[logits_name]
+        for s in range(0, len(examples), batch_size)
+    ])
+    _report(examples, logits, min(top, logits.shape[-1]), as_json)
+
+
+def _feed(inp: Any, batch: list[Example]) -> np.ndarray:
+    """A batch for the input: raw pixels without a declared rule get the data sets' x / 255."""
+    from ..runtime.datasets.dataset import PIXELS
+    from ..runtime.feeds import prepare
+
+    arrays = [prepare(inp.name, e.array, inp.type, inp.preprocess, PIXELS if e.pixels else None) for e in batch]
+    try:
+        return np.stack(arrays)
+    except ValueError:
+        shapes = sorted({f"{e.name}: {list(e.array.shape)}" for e in batch})
+        raise DataError(f"inputs of different shapes: {', '.join(shapes[:2])}") from None
+
+
+def _file_examples(path: Path, shape: tuple, resize: bool, grey: bool) -> list[Example]:
+    """The examples in one file: an image, or a .npy array of one example or a batch of them."""
+    from ..runtime.datasets.images import IMAGE_SUFFIXES, read_image
+
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except OSError as e:
+            raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+        except ValueError as e:
+            raise DataError(f"{path}: not a NumPy array file ({e})") from None
+        rank = len(shape)
+        if array.ndim == rank:
+            return [Example(str(path), array)]
+        if array.ndim == rank + 1:
+            return [Example(f"{path}[{i}]", a) for i, a in enumerate(array)]
+        raise DataError(f"{path}: an array of shape {list(array.shape)}, but the input takes examples of shape "
+                        f"{list(shape)} (or a batch of them)")
+    if suffix in IMAGE_SUFFIXES:
+        return [Example(str(path), read_image(str(path), shape, resize=resize, grey=grey), pixels=True)]
+    raise DataError(f"{path}: not an image ({', '.join(IMAGE_SUFFIXES)}) or a .npy file")
+
+
+def _dataset_examples(name: str, data_dir: Path | None, split: str, index: str) -> list[Example]:
+    if split not in ("train", "test"):
+        raise DataError(f"--split must be train or test, got {split!r}")
+    part = _load_data(name, data_dir)[split]
+    chosen = _indices(index, len(part))
+    if not chosen:
+        raise DataError(f"--index {index}: not N or A:B within the {len(part):,} examples of {name} {split}")
+    labels = part["label"] if "label" in part else None
+    return [Example(f"{name} {split} #{i}", part["image"][i], None if labels is None else int(labels[i]),
+                    pixels=True) for i in chosen]
+
+
+def _indices(index: str, n: int) -> range:
+    """The examples `--index` names (N or A:B, as a Python slice); empty when it names none."""
+    try:
+        if ":" in index:
+            start, stop = (int(v) if v else None for v in index.split(":"))
+            return range(n)[start:stop]
+        i = int(index)
+    except ValueError:
+        return range(0)
+    return range(i, i + 1) if 0 <= i < n else range(0)
+
+
+def _report(examples: list[Example], logits: np.ndarray, k: int, as_json: bool) -> None:
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    probs = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)
+    order = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    if as_json:
+        for e, row, p, z in zip(examples, order, probs, logits):
+            record = {"input": e.name, "top": [{"class": int(c), "probability": float(p[c])} for c in row],
+                      "logits": [float(v) for v in z]}
+            if e.label is not None:
+                record["label"] = e.label
+            echo(json.dumps(record))
+        return
+    labelled = any(e.label is not None for e in examples)
+    headers = ["input", *(["label"] if labelled else []), *(f"#{i + 1}" for i in range(k))]
+    rows = [[e.name, *([str(e.label)] if labelled else []), *(f"{c} ({p[c]:.2%})" for c in row)]
+            for e, row, p in zip(examples, order, probs)]
+    table(headers, rows, right=tuple(range(1, len(headers))))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict)
