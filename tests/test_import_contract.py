@@ -218,3 +218,56 @@ def test_scanner_resolves_relative_and_lazy_imports(tmp_path):
                    "from ..runtime.executor import pack\nimport networkx\n")
     bad = [v.split(" imports ")[1].split(" ")[0] for v in violations(src, "tinyc.compiler", ALLOWED["compiler"], ())]
     assert bad == ["tinyc", "tinyc.__version__", "tinyc.runtime.executor", "tinyc.runtime.executor.pack"]
+
+
+# --------------------------------------------------------------------------- no import circle
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_cycle(layer: str) -> list[str]:
+    """One cycle among the top-level imports of the layer's modules, or []."""
+    files = {_module_name(p): p for p in (PACKAGE / layer).glob("**/*.py")}
+    # a module's own packages are already being imported when it runs (`from . import x` names one)
+    edges = {m: sorted(n for n in set(top_level_imports(p, _package_of(p))) & set(files) if not _is_under(m, n))
+             for m, p in files.items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(m: str, path: list[str]) -> list[str]:
+        state[m] = 1
+        for n in edges[m]:
+            if state.get(n) == 1:
+                return path[path.index(n):] + [m, n] if n in path else [m, n]
+            if n not in state:
+                cycle = visit(n, path + [m])
+                if cycle:
+                    return cycle
+        state[m] = 2
+        return []
+
+    for m in sorted(files):
+        if m not in state:
+            cycle = visit(m, [])
+            if cycle:
+                return cycle
+    return []
+
+
+@pytest.mark.parametrize("layer", ["ir", "runtime", "compiler"])
+def test_no_import_circle(layer):
+    assert import_cycle(layer) == []
+
+
+def test_cycle_finder_sees_a_circle(tmp_path, monkeypatch):
+    pkg = tmp_path / "tinyc" / "ir"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .b import x\n")
+    (pkg / "b.py").write_text("def f():\n    from .a import y\n")  # lazy: no circle
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / "tinyc")
+    assert import_cycle("ir") == []
+    (pkg / "b.py").write_text("x = 1\nfrom .a import y\n")  # at the bottom, as ops.py once did
+    assert sorted(import_cycle("ir")[:2]) == ["tinyc.ir.a", "tinyc.ir.b"]

@@ -134,7 +134,7 @@ def split_inputs(graph: Graph) -> tuple[list[str], list[str]]:
         labels = loss_deps - frozenset().union(*smaller)
     else:
         types = graph.types
-        labels = frozenset(v for v in loss_deps if types[v].dtype in ("i64", "bool"))
+        labels = frozenset(v for v in loss_deps if types[v].is_exact)
     order = [i.name for i in graph.inputs]
     return [v for v in order if v not in labels], [v for v in order if v in labels]
 

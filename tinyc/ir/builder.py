@@ -250,7 +250,7 @@ class Builder:
         if isinstance(value, Tensor):
             return self.own(value)
         if isinstance(value, (bool, int, float, np.number, np.bool_)):
-            if like.type.dtype in ("i64", "bool") and isinstance(value, float) and not float(value).is_integer():
+            if like.type.is_exact and isinstance(value, float) and not float(value).is_integer():
                 raise IRError(f"cannot combine {like!r} with the float {value}", loc=user_location(3),
                               hint="cast the tensor first: tc.cast(x, 'f32')")
             return self.apply("fill", [], shape=(), dtype=like.dtype, value=float(value))

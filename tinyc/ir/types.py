@@ -21,7 +21,10 @@ DTYPES: dict[str, np.dtype] = {
     "i64": np.dtype(np.int64),
     "bool": np.dtype(np.bool_),
 }
+# dtype families, for type rules and rewrites to test membership in (never a literal list elsewhere)
 FLOAT_DTYPES = ("f32", "f64")
+NUMERIC_DTYPES = FLOAT_DTYPES + ("i64",)  # arithmetic applies (not bool)
+EXACT_DTYPES = ("i64", "bool")  # no rounding, no NaN or Inf: x*0 == 0 holds
 
 # The size limit of every tensor, one rule for the front-end, the compiler and the `.ir` loader:
 # what compiles also loads, and a damaged file cannot make the runtime allocate terabytes.
@@ -80,6 +83,14 @@ class TensorType:
     @property
     def is_float(self) -> bool:
         return self.dtype in FLOAT_DTYPES
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.dtype in NUMERIC_DTYPES
+
+    @property
+    def is_exact(self) -> bool:
+        return self.dtype in EXACT_DTYPES
 
     @property
     def np_dtype(self) -> np.dtype:

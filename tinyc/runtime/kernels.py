@@ -40,7 +40,7 @@ def _ufunc_kernel(ufunc: np.ufunc) -> Kernel:
     return kernel
 
 
-# op name -> NumPy ufunc; the elementwise families of ops.py.
+# op name -> NumPy ufunc; the elementwise families of `tinyc.ir.ops.primitive`.
 UFUNCS: dict[str, np.ufunc] = {
     "add": np.add,
     "sub": np.subtract,

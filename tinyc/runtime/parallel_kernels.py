@@ -1,4 +1,4 @@
-"""Kernels of the data-parallel ops (`tinyc.ir.parallel_ops`): the flat buffer and its sum.
+"""Kernels of the data-parallel ops (`tinyc.ir.ops.parallel`): the flat buffer and its sum.
 
 `allreduce` takes the communicator's in-place sum as `reduce` (bound by the Executor from its
 `comm`, see `tinyc.runtime.comm`); without one, it is the identity of one rank. Both stay pure

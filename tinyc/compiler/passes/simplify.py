@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from ...ir.graph import Graph, Node
-from ...ir.types import TensorType
 from ..graphutil import Rewriter
 from . import register_pass
 
@@ -67,10 +66,6 @@ class _Simplifier(Rewriter):
 Rule = Callable[[_Simplifier, Node], "str | None"]
 
 
-def _is_int(t: TensorType) -> bool:
-    return t.dtype in ("i64", "bool")
-
-
 def _identity_operand(unit: float, sides: tuple[int, ...]):
     """op(x, unit) -> x (and op(unit, x) -> x for the sides listed)."""
 
@@ -97,14 +92,14 @@ pow_one = _identity_operand(1.0, (1,))
 
 def sub_self(s: _Simplifier, n: Node) -> str | None:
     # sub(x, x) -> 0   (integers only: inf - inf is NaN)
-    if n.inputs[0] == n.inputs[1] and _is_int(n.type):
+    if n.inputs[0] == n.inputs[1] and n.type.is_exact:
         return s.zeros(n)
     return None
 
 
 def mul_zero(s: _Simplifier, n: Node) -> str | None:
     # mul(x, 0) -> 0 ; mul(0, x) -> 0   (integers only: inf * 0 is NaN)
-    if _is_int(n.type) and 0.0 in (s.const(n.inputs[0]), s.const(n.inputs[1])):
+    if n.type.is_exact and 0.0 in (s.const(n.inputs[0]), s.const(n.inputs[1])):
         return s.zeros(n)
     return None
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 
-from .errors import IRError, ShapeError
-from .ops import OPS, _fmt, _same_dtype, defop
-from .types import TensorType
+from ..errors import IRError, ShapeError
+from ..types import TensorType
+from .schema import defop, same_dtype
 
 
 def _copy_flops(ins, out, attrs):
@@ -22,19 +22,17 @@ def _copy_flops(ins, out, attrs):
 @defop("allreduce", inputs=("x",), differentiable=False, effectful=True, flops=_copy_flops)
 def allreduce(x: TensorType) -> TensorType:
     """The elementwise sum of x over every rank (the identity on one rank)."""
-    if x.dtype == "bool":
-        raise IRError(f"allreduce: needs a numeric input, got {_fmt(x)}")
+    if not x.is_numeric:
+        raise IRError(f"allreduce: needs a numeric input, got {x}")
     return x
 
 
 @defop("flat_concat", inputs=("x",), differentiable=False, variadic=True, flops=_copy_flops)
 def flat_concat(*xs: TensorType) -> TensorType:
     """The inputs flattened and joined, in order, into one vector (concrete shapes)."""
-    dtype = _same_dtype("flat_concat", *xs)
+    dtype = same_dtype("flat_concat", *xs)
     for x in xs:
         if x.symbols:
-            raise ShapeError(f"flat_concat: input {_fmt(x)} has a symbolic dim; only concrete shapes can be packed")
+            raise ShapeError(f"flat_concat: input {x} has a symbolic dim; only concrete shapes can be packed")
     return TensorType(dtype, (sum(x.numel() for x in xs),))
 
-
-EFFECTFUL = frozenset(name for name, s in OPS.items() if s.effectful)
