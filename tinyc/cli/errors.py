@@ -22,8 +22,9 @@ INTERNAL_ERROR = 1
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 BROKEN_PIPE = 141  # 128 + SIGPIPE, what a C tool killed by a closed pipe reports
 
-# Set by the app callback (`tinyc --debug CMD`); reset on every invocation.
-_STATE = {"debug": False}
+# Set by the app callback (`tinyc --debug CMD`); reset on every invocation. In a data-parallel
+# run `launch.join` sets `prefix` ("[rank 1] ") and `on_fatal`, which ends the whole job.
+_STATE: dict[str, Any] = {"debug": False, "prefix": "", "on_fatal": None}
 
 # Exceptions that keep typer's own handling: deliberate exits and usage errors. Recent typer
 # vendors click and does not install it, so click is never imported here by name.
@@ -44,11 +45,16 @@ def set_debug(on: bool) -> None:
     _STATE["debug"] = bool(on)
 
 
+def set_rank(prefix: str, on_fatal: Callable[[int], None] | None) -> None:
+    """Errors start with `prefix`; an error on this rank alone calls `on_fatal(exit code)`."""
+    _STATE["prefix"], _STATE["on_fatal"] = prefix, on_fatal
+
+
 def fail(message: str, hint: str = "") -> typer.Exit:
     """Print `error: message` (and `hint:`) to stderr; return the Exit to raise."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"{_STATE['prefix']}error: {message}", err=True)
     if hint:
-        typer.echo(f"hint: {hint}", err=True)
+        typer.echo(f"{_STATE['prefix']}hint: {hint}", err=True)
     return typer.Exit(USER_ERROR)
 
 
@@ -56,23 +62,24 @@ def report(exc: BaseException, debug: bool) -> int:
     """Print `exc` the CLI way and return the exit code."""
     if debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    rank = _STATE["prefix"]
     if isinstance(exc, TinycError):
         first, *rest = str(exc.message).splitlines() or [""]
-        typer.echo(f"error: {exc.loc + ': ' if exc.loc else ''}{first}", err=True)
+        typer.echo(f"{rank}error: {exc.loc + ': ' if exc.loc else ''}{first}", err=True)
         if debug and rest:  # verifier context (IR lines around the node) is for compiler work
             typer.echo("\n".join(rest), err=True)
         if exc.hint:
-            typer.echo(f"hint: {exc.hint}", err=True)
+            typer.echo(f"{rank}hint: {exc.hint}", err=True)
         return USER_ERROR
     if isinstance(exc, OSError):
         what = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
-        typer.echo(f"error: {what}", err=True)
+        typer.echo(f"{rank}error: {what}", err=True)
         return USER_ERROR
     if isinstance(exc, KeyboardInterrupt):
-        typer.echo("error: interrupted", err=True)
+        typer.echo(f"{rank}error: interrupted", err=True)
         return INTERRUPTED
     first = (str(exc).splitlines() or [""])[0]
-    typer.echo(f"internal error: {type(exc).__name__}: {first}", err=True)
+    typer.echo(f"{rank}internal error: {type(exc).__name__}: {first}", err=True)
     if not debug:
         typer.echo("run with --debug for the traceback", err=True)
     return INTERNAL_ERROR
@@ -103,6 +110,9 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _silence_stdout()
             raise typer.Exit(BROKEN_PIPE) from None
         except BaseException as exc:  # noqa: BLE001 - the CLI's single reporting point
-            raise typer.Exit(report(exc, debug)) from None
+            code = report(exc, debug)
+            if _STATE["on_fatal"] is not None and not getattr(exc, "every_rank", False):
+                _STATE["on_fatal"](code)  # the other ranks would wait for this one forever: end the job
+            raise typer.Exit(code) from None
 
     return command

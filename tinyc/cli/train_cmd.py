@@ -15,6 +15,7 @@ import typer
 from ..ir.fileio import check_outputs
 from ..ir.train import SCHEDULES
 from .errors import INTERRUPTED, DebugOption, EntryOption, handles_errors, opt
+from .launch import abort, join, relaunch
 from .output import echo, table
 from .progress import make_reporter
 from .session import load
@@ -34,7 +35,12 @@ ProgramArgument = Annotated[
 ]
 ThreadsOption = Annotated[
     int | None,
-    opt("--threads", "Threads per step (default: $TINYC_NUM_THREADS, else the cores this process may use).",
+    opt("--threads", "Threads per step (default: $TINYC_NUM_THREADS, else the cores this process may use, "
+        "divided among the ranks on this machine).", min=1, metavar="N"),
+]
+ProcsOption = Annotated[
+    int | None,
+    opt("--procs", "Train data-parallel on N processes of this machine (runs mpiexec -n N for you).",
         min=1, metavar="N"),
 ]
 WeightsOption = Annotated[
@@ -84,15 +90,25 @@ def run(
         bool, typer.Option("--check-numerics", help="Check every node for NaN/Inf at every step.")
     ] = False,
     threads: ThreadsOption = None,
+    procs: ProcsOption = None,
     entry: EntryOption = "model",
     debug: DebugOption = False,
 ) -> None:
-    """Train a compiled program on a data set: progress, per-epoch results, a final per-class table."""
-    from ..runtime.threads import resolve_threads
-    from ..runtime.trainer import RunConfig, Trainer
+    """Train a compiled program on a data set: progress, per-epoch results, a final per-class table.
 
-    threads = resolve_threads(threads)  # a bad $TINYC_NUM_THREADS is refused before any work
-    check_outputs([("--checkpoint", checkpoint), ("--metrics-out", metrics_out)], inputs=[model])
+    Under `mpiexec -n N` (or with --procs N) N ranks train data-parallel: --batch-size is the
+    global batch, and rank 0 prints and writes every output."""
+    from ..runtime.threads import resolve_threads
+    from ..runtime.trainer import Reporter, RunConfig, Trainer
+
+    if procs is not None and procs > 1:
+        relaunch(procs)
+    comm, local_ranks = join()
+    root = comm is None or comm.Get_rank() == 0
+    say = echo if root else _quiet
+    threads = resolve_threads(threads, share=local_ranks)  # a bad $TINYC_NUM_THREADS is refused before any work
+    if root:
+        check_outputs([("--checkpoint", checkpoint), ("--metrics-out", metrics_out)], inputs=[model])
     program = load(model, entry).program
     config = RunConfig.from_program(
         program,
@@ -111,16 +127,18 @@ def run(
         log_every=log_every,
         check_numerics=check_numerics,
         threads=threads,
+        rank=0 if root else comm.Get_rank(),
     )
-    dataset = _load_data(data, data_dir)
-    reporter = make_reporter()
-    trainer = Trainer(program, dataset.train, dataset.test, config, reporter)
+    dataset = _load_data_once(data, data_dir, comm)
+    reporter = make_reporter() if root else Reporter()  # silent
+    trainer = Trainer(program, dataset.train, dataset.test, config, reporter, comm=comm)
     params = param_count(program.entry("train_step").graph)[1]
-    echo(
-        f"training {program.meta.get('model') or model.name} ({params:,} params) on {dataset.name}: "
+    ranks = f" on {comm.Get_size()} ranks x {threads} threads" if comm is not None else ""
+    say(
+        f"training {program.meta.get('model') or model.name} ({params:,} params) on {dataset.name}{ranks}: "
         f"{trainer.n:,} train / {len(dataset.test):,} test examples ({dataset.source})"
     )
-    echo(
+    say(
         f"{_count(config.epochs, 'epoch')} x {trainer.steps_per_epoch:,} steps of {config.batch_size}, "
         f"lr {config.lr:g} {config.schedule}" + (f", warmup {config.warmup}" if config.warmup else "")
     )
@@ -129,10 +147,27 @@ def run(
     except KeyboardInterrupt:
         reporter.close()
         typer.echo(f"interrupted; {_kept(config.checkpoint)}", err=True)
+        if comm is not None:
+            abort(comm, INTERRUPTED)  # the other ranks may be waiting in a collective
         raise typer.Exit(INTERRUPTED) from None
     finally:
         reporter.close()
-    _print_summary(summary, config)
+    if root:
+        _print_summary(summary, config)
+
+
+def _quiet(text: str = "") -> None:
+    """What ranks other than 0 print: nothing (rank 0 speaks for the job)."""
+
+
+def _load_data_once(name: str, data_dir: Path | None, comm: Any):
+    """The data set; in a data-parallel run rank 0 loads (and fetches) it first, then the others
+    read what it cached, so a download happens once."""
+    if comm is None:
+        return _load_data(name, data_dir)
+    dataset = _load_data(name, data_dir) if comm.Get_rank() == 0 else None
+    comm.Barrier()
+    return dataset or _load_data(name, data_dir)
 
 
 def _kept(checkpoint: str | None) -> str:
@@ -188,12 +223,15 @@ def eval(
     from ..runtime.threads import resolve_threads
     from ..runtime.trainer import eval_data, evaluate
 
-    threads = resolve_threads(threads)  # a bad $TINYC_NUM_THREADS is refused before any work
+    comm, local_ranks = join()  # under mpiexec: each rank evaluates its part of the test set
+    threads = resolve_threads(threads, share=local_ranks)  # a bad $TINYC_NUM_THREADS is refused before any work
     program = load(model, entry).program
-    executor = Executor(program, threads=threads)
+    executor = Executor(program, threads=threads, comm=comm)
     meta = executor.load_weights(str(weights))
-    dataset = _load_data(data, data_dir)
+    dataset = _load_data_once(data, data_dir, comm)
     result = evaluate(executor, program, eval_data(program, dataset.test), batch_size)
+    if comm is not None and comm.Get_rank() != 0:
+        return
     trained = f" (after epoch {meta['epoch']})" if "epoch" in meta else ""
     echo(f"{weights}{trained} on {dataset.name} test: {result.examples:,} examples")
     echo(f"test accuracy: {result.accuracy:.2%} ({int(result.confusion.trace()):,} of {result.examples:,})")
