@@ -303,7 +303,7 @@ def test_ctrl_c_is_one_line_and_exit_130(workdir, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(inspect_cmd, "load", interrupted)
+    monkeypatch.setattr(inspect_cmd, "load_or_compile", interrupted)
     result = invoke("inspect", workdir / "tiny.py")
     assert result.exit_code == 130 and error_lines(result) == ["error: interrupted"]
 
@@ -314,7 +314,7 @@ def test_internal_error_is_one_line_and_exit_1(workdir, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(inspect_cmd, "load", boom)
+    monkeypatch.setattr(inspect_cmd, "load_or_compile", boom)
     result = invoke("inspect", workdir / "tiny.py")
     assert result.exit_code == 1
     assert error_lines(result) == ["internal error: RuntimeError: kaboom", "run with --debug for the traceback"]

@@ -18,8 +18,7 @@ from tinyc.ir.builder import new_graph
 from tinyc.ir.errors import CheckpointError, DataError, NumericsError, TinycError
 from tinyc.ir.train import SCHEDULES, optimizer_spec
 from tinyc.runtime import Executor
-from tinyc.runtime.schedules import SCHEDULES as LR_SCHEDULES
-from tinyc.runtime.schedules import lr_at
+from tinyc.runtime.schedules import FACTORS, lr_at
 
 THIS = os.path.basename(__file__)
 
@@ -182,7 +181,7 @@ def test_runtime_needs_no_compiler(program, tmp_path):
 
 
 def test_schedules():
-    assert set(LR_SCHEDULES) == set(SCHEDULES)
+    assert set(FACTORS) == set(SCHEDULES)
     assert lr_at(50, 10, 100, 0.1, "constant") == 0.1
     assert lr_at(0, 10, 100, 0.1, "cosine", warmup=10) == pytest.approx(0.01)
     assert lr_at(9, 10, 100, 0.1, "cosine", warmup=10) == pytest.approx(0.1)

@@ -12,7 +12,7 @@ import typer
 from ..ir.fileio import atomic_write, check_outputs
 from .errors import DebugOption, EntryOption, handles_errors, opt
 from .output import echo, human_bytes
-from .session import load
+from .session import load_or_compile
 from .train_cmd import ProgramArgument, WeightsOption
 
 
@@ -36,7 +36,7 @@ def export(
 
     format = format or (Format.onnx if output.suffix == ".onnx" else Format.safetensors)
     check_outputs([("-o", output)], inputs=[model, weights])
-    program = load(model, entry).program
+    program = load_or_compile(model, entry).program
     executor = Executor(program)
     executor.load_weights(str(weights))
     name = program.meta.get("model") or model.stem

@@ -12,7 +12,7 @@ from ..ir.graph import Graph
 from .errors import DebugOption, EntryOption, fail, handles_errors, opt
 from .memory import format_memory_report, memory_report
 from .output import echo, human_bytes, human_count, table
-from .session import TRACE, Compiled, load
+from .session import TRACE, Compiled, load_or_compile
 from .views import print_summary, summary_json, to_dot
 
 
@@ -40,7 +40,7 @@ def inspect(
     debug: DebugOption = False,
 ) -> None:
     """Show a program: summary and IR text, pass statistics, one pass's effect, DOT or JSON."""
-    compiled = load(file, model_fn)
+    compiled = load_or_compile(file, model_fn)
     program = compiled.program
     if entry is not None:
         program.entry(entry)  # raises IRError naming the entries there are

@@ -14,7 +14,7 @@ import typer
 from ..ir.errors import DataError
 from .errors import DebugOption, EntryOption, handles_errors, opt
 from .output import echo, table
-from .session import load
+from .session import load_or_compile
 from .train_cmd import DataDirOption, ProgramArgument, WeightsOption, _load_data
 
 
@@ -53,7 +53,7 @@ def predict(
         raise DataError("nothing to predict: give image or .npy files, or --data NAME")
     if inputs and data is not None:
         raise DataError("give INPUT files or --data, not both")
-    program = load(model, entry).program
+    program = load_or_compile(model, entry).program
     graph = program.entry("predict").graph
     if len(graph.inputs) != 1:
         raise DataError(f"predict takes programs with one input; this one has {len(graph.inputs)} "

@@ -65,7 +65,7 @@ def _trace_of(entry_name: str, steps: list[tuple[str, Graph]]) -> Graph:
                        "its pipeline does not start with verify")
 
 
-def load(path: Path, entry: str = "model") -> Compiled:
+def load_or_compile(path: Path, entry: str = "model") -> Compiled:
     """A `.ir` file is loaded (never executed); a `.py` model file is compiled in memory."""
     if is_model_file(path):
         return compile_model(path, entry)

@@ -18,7 +18,7 @@ from .errors import INTERRUPTED, DebugOption, EntryOption, handles_errors, opt
 from .launch import abort, join, relaunch
 from .output import echo, table
 from .progress import make_reporter
-from .session import load
+from .session import load_or_compile
 from .views import param_count
 
 DataOption = Annotated[str, typer.Option("--data", help="Data set: mnist, fashion-mnist or idx:DIR.")]
@@ -109,7 +109,7 @@ def run(
     threads = resolve_threads(threads, share=local_ranks)  # a bad $TINYC_NUM_THREADS is refused before any work
     if root:
         check_outputs([("--checkpoint", checkpoint), ("--metrics-out", metrics_out)], inputs=[model])
-    program = load(model, entry).program
+    program = load_or_compile(model, entry).program
     config = RunConfig.from_program(
         program,
         epochs=epochs,
@@ -221,15 +221,15 @@ def eval(
     """Evaluate trained weights on a data set's test split: accuracy and a confusion matrix."""
     from ..runtime.executor import Executor
     from ..runtime.threads import resolve_threads
-    from ..runtime.trainer import eval_data, evaluate
+    from ..runtime.trainer import accuracy_on, eval_data
 
     comm, local_ranks = join()  # under mpiexec: each rank evaluates its part of the test set
     threads = resolve_threads(threads, share=local_ranks)  # a bad $TINYC_NUM_THREADS is refused before any work
-    program = load(model, entry).program
+    program = load_or_compile(model, entry).program
     executor = Executor(program, threads=threads, comm=comm)
     meta = executor.load_weights(str(weights))
     dataset = _load_data_once(data, data_dir, comm)
-    result = evaluate(executor, program, eval_data(program, dataset.test), batch_size)
+    result = accuracy_on(executor, program, eval_data(program, dataset.test), batch_size)
     if comm is not None and comm.Get_rank() != 0:
         return
     trained = f" (after epoch {meta['epoch']})" if "epoch" in meta else ""

@@ -39,13 +39,9 @@ class Adam:
 
 
 @dataclass(frozen=True)
-class AdamW:
-    """Adam with decoupled weight decay."""
+class AdamW(Adam):
+    """Adam with decoupled weight decay: p = p (1 - lr wd) before the Adam step."""
 
-    lr: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
     weight_decay: float = 0.01
     kind: str = field(default="adamw", init=False)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..ir.codec import load_program as load
     from ..ir.program import Program
-    from .executor import Executor, load
+    from .executor import Executor
 
 __all__ = ["Executor", "Program", "load"]
 
@@ -21,8 +22,12 @@ def __getattr__(name: str) -> Any:
         from ..ir.program import Program
 
         return Program
-    if name in ("Executor", "load"):
-        from . import executor
+    if name == "load":  # reading a `.ir` file is the codec's: validated, never executes code
+        from ..ir.codec import load_program
 
-        return getattr(executor, name)
+        return load_program
+    if name == "Executor":
+        from .executor import Executor
+
+        return Executor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

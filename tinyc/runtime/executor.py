@@ -34,13 +34,6 @@ from .parallel_kernels import COLLECTIVES
 from .threads import blas_threads, resolve_threads
 
 
-def load(path: str) -> Program:
-    """Read a `.ir` file (validated by the codec; never executes code)."""
-    from ..ir.codec import load_program
-
-    return load_program(path)
-
-
 @dataclass
 class _Compiled:
     """An entry ready to run at one binding of its symbols."""

@@ -53,7 +53,7 @@ def _run_node(node: Node, args: list[np.ndarray], graph: Graph, bindings: Mappin
     return result
 
 
-def evaluate(
+def compute_values(
     graph: Graph,
     targets: Sequence[str],
     feeds: Mapping[str, Any],
@@ -99,7 +99,7 @@ def run_graph(
             hint="rename the output",
         )
     named = list(graph.outputs) + list(graph.updates)
-    values = evaluate(graph, [v for _, v in named], feeds, params, seed)
+    values = compute_values(graph, [v for _, v in named], feeds, params, seed)
     return {name: np.array(values[v]) for name, v in named}
 
 
@@ -131,7 +131,7 @@ def make_function(graph: Graph, input_values: Sequence[str]) -> Callable[[list[n
         if not defaults:
             defaults.update((p.name, init_param(p)) for p in graph.params if p.name in needed and p.name not in given)
         params = {**defaults, **{k: v for k, v in given.items() if k in graph.param_map}}
-        values = evaluate(graph, targets, feeds, params)
+        values = compute_values(graph, targets, feeds, params)
         return [np.array(values[v]) for v in targets]
 
     return run

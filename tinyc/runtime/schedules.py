@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from ..ir.errors import IRError
+from ..ir.train import SCHEDULES
 
 
 def _constant(step: int, steps_per_epoch: int, total_steps: int, gamma: float, step_size: int, warmup: int) -> float:
@@ -28,16 +29,17 @@ def _step(step: int, steps_per_epoch: int, total_steps: int, gamma: float, step_
     return gamma ** (epoch // max(1, step_size))
 
 
-# schedule name -> factor of base_lr at a step (after warmup)
-SCHEDULES = {"constant": _constant, "cosine": _cosine, "step": _step}
+# schedule name (one of `tinyc.ir.train.SCHEDULES`, where the names live) -> factor of base_lr
+# at a step (after warmup); a test checks the two agree
+FACTORS = {"constant": _constant, "cosine": _cosine, "step": _step}
 
 
 def lr_at(step: int, steps_per_epoch: int, total_steps: int, base_lr: float, schedule: str = "constant",
           warmup: int = 0, gamma: float = 0.1, step_size: int = 1) -> float:
     """The learning rate of (0-based) `step`."""
-    if schedule not in SCHEDULES:
+    if schedule not in FACTORS:
         raise IRError(f"unknown lr schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
-    factor = SCHEDULES[schedule](step, steps_per_epoch, total_steps, gamma, step_size, warmup)
+    factor = FACTORS[schedule](step, steps_per_epoch, total_steps, gamma, step_size, warmup)
     if warmup and step < warmup:
         factor *= (step + 1) / warmup
     return float(base_lr * factor)

@@ -25,14 +25,14 @@ import numpy as np
 from ..ir.errors import CheckpointError, DataError, NumericsError, OutputError, TinycError
 from ..ir.fileio import check_outputs, hold_lock, remove_stale_temps
 from ..ir.program import LR_INPUT, PREDICT_ENTRY, SHARE_INPUT, TRAIN_ENTRY, Program
-from ..ir.train import train_defaults_problem
+from ..ir.train import SCHEDULES, train_defaults_problem
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .datasets import bind, epoch_order
 from .executor import Executor
 from .memory import check_memory, run_memory
 from .metrics import MetricsLog, default_log_every
 from .ranks import World, program_digest
-from .schedules import SCHEDULES, lr_at
+from .schedules import lr_at
 
 TIMING_KEYS = ("epoch_seconds", "examples_per_s")  # the history fields that differ between identical runs
 SNAPSHOTS_PER_EPOCH = 10  # in-memory states kept to replay a non-finite step from
@@ -403,7 +403,7 @@ class Trainer:
         """Accuracy and confusion matrix on the test split."""
         if self.test_data is None:
             raise DataError("no test data to evaluate on")
-        return evaluate(self.executor, self.program, self.test_data, self.config.eval_batch_size)
+        return accuracy_on(self.executor, self.program, self.test_data, self.config.eval_batch_size)
 
 
 def eval_data(program: Program, split: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -422,7 +422,7 @@ def label_name(program: Program) -> str:
     return labels[0] if len(labels) == 1 else "label"
 
 
-def evaluate(
+def accuracy_on(
     executor: Executor, program: Program, data: Mapping[str, np.ndarray], batch_size: int = 1000
 ) -> EvalResult:
     """Accuracy and confusion matrix of the `predict` entry's logits against the labels."""
