@@ -24,7 +24,7 @@ from tests.runtime.test_trainer import write_model, write_synthetic_idx
 from tinyc.runtime.checkpoint import load_checkpoint
 from tinyc.runtime.comm import LocalComm, run_ranks
 from tinyc.runtime.datasets import load_dataset
-from tinyc.runtime.executor import load
+from tinyc.runtime import load
 from tinyc.runtime.threads import available_cores
 from tinyc.runtime.trainer import RunConfig, Trainer
 
