@@ -30,6 +30,19 @@ def test_operators_record_the_expected_ops():
     assert g.types[y.name] == y.type
 
 
+@pytest.mark.parametrize("fn,operator", [
+    (tc.equal, "__eq__"), (tc.not_equal, "__ne__"), (tc.less, "__lt__"), (tc.less_equal, "__le__"),
+    (tc.greater, "__gt__"), (tc.greater_equal, "__ge__"),
+])
+def test_a_comparison_records_the_op_of_its_name(fn, operator):
+    # one name per op: tc.equal records `equal`, the kernel and the schema are `equal`
+    with tc.graph() as b:
+        x = tc.input("x", (2,))
+        by_fn, by_operator = fn(x, 1.0), getattr(x, operator)(1.0)
+    g = b.graph()
+    assert g.producers[by_fn.name].op == g.producers[by_operator.name].op == fn.__name__
+
+
 def test_reflected_operators_keep_operand_order():
     with tc.graph() as b:
         x = tc.input("x", (2,))

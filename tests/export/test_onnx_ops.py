@@ -24,7 +24,7 @@ GAIN = np.random.default_rng(8).normal(size=(4,)).astype(np.float32)
 
 CASES = {
     **{op: (lambda op: lambda b, x, y, i: b.apply(op, [x, y]))(op) for op in ("add", "sub", "mul", "div", "pow", "maximum")},
-    **{op: (lambda op: lambda b, x, y, i: b.apply(op, [x, tc.maximum(x, y)]))(op) for op in ("eq", "ne", "lt", "le", "gt", "ge")},
+    **{op: (lambda op: lambda b, x, y, i: b.apply(op, [x, tc.maximum(x, y)]))(op) for op in ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal")},
     **{op: (lambda op: lambda b, x, y, i: b.apply(op, [x]))(op) for op in ("neg", "sqrt", "exp", "log")},
     "relu": lambda b, x, y, i: tc.relu(x - 1.25),
     "where": lambda b, x, y, i: tc.where(x > y, x, y),

@@ -167,7 +167,8 @@ def rule(*ops: str):
 
 
 _SIMPLE = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "pow": "Pow", "maximum": "Max",
-           "eq": "Equal", "lt": "Less", "le": "LessOrEqual", "gt": "Greater", "ge": "GreaterOrEqual",
+           "equal": "Equal", "less": "Less", "less_equal": "LessOrEqual", "greater": "Greater",
+           "greater_equal": "GreaterOrEqual",
            "neg": "Neg", "sqrt": "Sqrt", "exp": "Exp", "log": "Log", "relu": "Relu", "where": "Where",
            "matmul": "MatMul"}
 
@@ -177,7 +178,7 @@ def _simple(b, node, xs):
     return b.add(_SIMPLE[node.op], xs)
 
 
-@rule("ne")
+@rule("not_equal")
 def _ne(b, node, xs):
     return b.add("Not", [b.add("Equal", xs)])
 

@@ -93,12 +93,12 @@ class Tensor:
     def __rpow__(self, o): return self._bin("pow", o, True)
     def __matmul__(self, o): return self._bin("matmul", o)
     def __rmatmul__(self, o): return self._bin("matmul", o, True)
-    def __lt__(self, o): return self._bin("lt", o)
-    def __le__(self, o): return self._bin("le", o)
-    def __gt__(self, o): return self._bin("gt", o)
-    def __ge__(self, o): return self._bin("ge", o)
-    def __eq__(self, o): return self._bin("eq", o)  # type: ignore[override]
-    def __ne__(self, o): return self._bin("ne", o)  # type: ignore[override]
+    def __lt__(self, o): return self._bin("less", o)
+    def __le__(self, o): return self._bin("less_equal", o)
+    def __gt__(self, o): return self._bin("greater", o)
+    def __ge__(self, o): return self._bin("greater_equal", o)
+    def __eq__(self, o): return self._bin("equal", o)  # type: ignore[override]
+    def __ne__(self, o): return self._bin("not_equal", o)  # type: ignore[override]
 
     def __neg__(self):
         return self.builder.apply("neg", [self])

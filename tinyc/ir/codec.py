@@ -33,7 +33,7 @@ from .docfields import (
 from .errors import IRError, IRFormatError
 from .fileio import atomic_write
 from .graph import Graph, Input, Node, Param
-from .ops import OPS
+from .ops import FORMER_NAMES, OPS
 from .plan import decode_plan, plan_doc
 from .preprocess import check_rule
 from .program import Entry, Program
@@ -307,6 +307,7 @@ def _node(d: Any, graph_where: str, index: int) -> Node:
     out = check_str(d["out"], where, "out", nonempty=True)
     where = f"{graph_where}: node %{out}"
     op = check_str(d["op"], where, "op")
+    op = FORMER_NAMES.get(op, op)
     if op not in OPS:
         fail(where, f"unknown op {short_repr(op)} (the file may come from a newer tinyc)")
     inputs = tuple(check_str(v, where, "inputs", nonempty=True) for v in check_list(d["inputs"], where, "inputs"))

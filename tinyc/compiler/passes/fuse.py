@@ -258,7 +258,7 @@ def _adam_param(f: _Fuser, n: Node) -> bool:
 def _relu_grad(f: _Fuser, n: Node) -> bool:
     # where(gt(x, 0), g, 0) -> relu_grad(x, g)
     cond, g, zero = n.inputs
-    gt = f.producer(cond, "gt")
+    gt = f.producer(cond, "greater")
     if gt is None or f.scalar_fill(zero) != 0.0 or f.scalar_fill(gt.inputs[1]) != 0.0:
         return False
     x = gt.inputs[0]

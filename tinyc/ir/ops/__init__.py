@@ -15,14 +15,16 @@ data parallelism (`parallel.py`). This package assembles them, in that order.
 from . import primitive  # noqa: I001
 from . import composite, fused, parallel  # noqa: F401
 from .fused import FUSED
-from .primitive import COMMUTATIVE, COMPARISONS, ELEMENTWISE, ELEMENTWISE_BINARY, REDUCTIONS, UNARY, resolve_reshape
+from .primitive import (
+    COMMUTATIVE, COMPARISONS, ELEMENTWISE, ELEMENTWISE_BINARY, FORMER_NAMES, REDUCTIONS, UNARY, resolve_reshape,
+)
 from .schema import OPS, OPSET_VERSION, Attr, OpSchema, canonical_attrs, defop, infer_type, schema
 
 COMPOSITE = tuple(name for name, s in OPS.items() if s.composite)
 EFFECTFUL = frozenset(name for name, s in OPS.items() if s.effectful)
 
 __all__ = [
-    "COMMUTATIVE", "COMPARISONS", "COMPOSITE", "EFFECTFUL", "ELEMENTWISE", "ELEMENTWISE_BINARY", "FUSED", "OPS",
+    "COMMUTATIVE", "COMPARISONS", "COMPOSITE", "EFFECTFUL", "ELEMENTWISE", "ELEMENTWISE_BINARY", "FORMER_NAMES", "FUSED", "OPS",
     "OPSET_VERSION", "REDUCTIONS", "UNARY", "Attr", "OpSchema", "canonical_attrs", "defop", "infer_type",
     "resolve_reshape", "schema",
 ]

@@ -60,7 +60,7 @@ def matmul_bias(a: TensorType, b: TensorType, bias: TensorType, ta: bool, tb: bo
 
 @defop("relu_grad", inputs=("x", "gy"), differentiable=False, flops=elementwise_flops)
 def relu_grad(x: TensorType, gy: TensorType) -> TensorType:
-    """gy where x > 0, else 0 (backward of relu): where(gt(x, 0), gy, 0)."""
+    """gy where x > 0, else 0 (backward of relu): where(greater(x, 0), gy, 0)."""
     require_float("relu_grad", x)
     if x != gy:
         raise ShapeError(f"relu_grad: value {x} and cotangent {gy} differ")

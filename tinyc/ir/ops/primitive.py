@@ -16,8 +16,11 @@ from .schema import (
 
 
 ELEMENTWISE_BINARY = ("add", "sub", "mul", "div", "pow", "maximum")
-COMMUTATIVE = ("add", "mul", "maximum", "eq", "ne")
-COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
+COMMUTATIVE = ("add", "mul", "maximum", "equal", "not_equal")
+COMPARISONS = ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal")
+# the comparisons' names before they took the front-end's (tc.equal, ...): files that use them still load
+FORMER_NAMES = {"eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_equal", "gt": "greater",
+                "ge": "greater_equal"}
 UNARY = ("neg", "sqrt", "exp", "log", "relu")
 REDUCTIONS = ("sum", "mean", "max")
 
