@@ -153,3 +153,23 @@ def test_passes_keep_every_allreduce():
         assert sum(n.op == "allreduce" for n in out.nodes) == 3, p.__name__
     want = run_graph(g, {"x": np.float32([4, 5, 6])})  # one rank: the identity
     np.testing.assert_array_equal(want["c"], [1, 2, 3])
+
+
+def test_gradients_are_computed_in_the_flat_buffer():
+    program, _ = compile_graph(model_graph(tc.optim.Adam(0.01)))
+    entry = program.entries["train_step"]
+    g, plan = entry.graph, entry.plan
+    packer = next(n for n in g.nodes if n.op == "flat_concat")
+    grads = [v for v in packer.inputs if g.producers[v].note != "dataparallel"]  # all but the weighted metrics
+    assert grads and all(plan.placed.get(v) == packer.out for v in grads)
+    reduced = next(n for n in g.nodes if n.op == "allreduce")
+    assert plan.reuse_input.get(reduced.out) == packer.out  # summed in place: no second copy
+    ex = Executor(program, seed=1)
+    batch = data(8)
+    ex.train_step(batch, lr=0.01)
+    compiled = next(iter(ex._runners["train_step"].cache.values()))
+    ops = [node.op for *_, node in compiled.instrs]
+    assert "flat_concat" not in ops  # every part is in place: packing costs nothing
+    flat = next(out for *_, out, node in compiled.instrs if node.op == "allreduce")
+    for v in grads:  # each gradient's array is its part of the one buffer
+        assert any(np.shares_memory(out, flat) for *_, out, node in compiled.instrs if node.out == v)

@@ -36,7 +36,8 @@ def memory_report(entry: Entry, batch: int | None = None) -> dict[str, Any]:
     for v in plan.live_at_peak:
         n = producers[v]
         saved = not n.note.startswith(GRAD_NOTE) and any(c.note.startswith(GRAD_NOTE) for c in consumers.get(v, ()))
-        in_place = plan.inplace.get(v, "")  # in a parameter's array: costs nothing extra
+        # in a parameter's array, or in a packing node's buffer (counted with it): nothing extra
+        in_place = plan.inplace.get(v, "") or (f"%{plan.placed[v]}" if v in plan.placed else "")
         rows.append({"value": v, "op": n.op, "type": str(n.type), "bytes": 0 if in_place else n.type.nbytes(default=plan.batch),
                      "loc": n.loc, "note": n.note, "scope": n.scope, "saved_for_backward": saved, "in_place_of": in_place})
     rows.sort(key=lambda r: (-r["bytes"], int(r["value"]) if r["value"].isdigit() else 0))

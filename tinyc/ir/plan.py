@@ -12,6 +12,8 @@ figures are taken at the reference batch `batch` (`reference_batch`).
 - `reuse_input`: value -> input value it is written over (same slot or parameter array).
 - `static`: values of nodes without inputs, computed once per batch size.
 - `alias`: value -> input value it is a view of (no buffer of its own).
+- `placed`: value -> the packing node (`flat_concat`) it is written straight into: it lives in
+  that node's buffer, at its position among the node's inputs, so packing it copies nothing.
 - `peak_bytes` (at node `peak_at`, values `live_at_peak` alive there), `arena_bytes` (what the
   executor allocates), `unpacked_bytes` (one array per buffer), `no_reuse_bytes` (one per value),
   `no_inplace_peak_bytes`, `resident_bytes` (inputs and parameters), `static_bytes`.
@@ -20,7 +22,7 @@ figures are taken at the reference batch `batch` (`reference_batch`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .docfields import check_dict, check_fields, check_int, check_list, check_str, fail
@@ -58,12 +60,13 @@ class MemoryPlan:
     no_inplace_peak_bytes: int
     resident_bytes: int
     static_bytes: int
+    placed: Mapping[str, str] = field(default_factory=dict)
 
     __hash__ = None
 
     def homes(self) -> dict[str, int | str]:
         """value -> its buffer index, or the name of the parameter whose array holds it."""
-        return {**self.slots, **self.inplace}
+        return {**self.slots, **{v: self.slots[p] for v, p in self.placed.items()}, **self.inplace}
 
 
 PLAN_FIELDS = tuple(f.name for f in fields(MemoryPlan))
@@ -101,6 +104,12 @@ def check_plan(plan: MemoryPlan, graph: Graph) -> None:
         node_value(v, "alias")
         if u not in types:
             raise IRError(f"memory plan: alias makes %{v} a view of %{u}, which the entry does not have")
+    producers = graph.producers
+    for v, p in plan.placed.items():
+        node_value(v, "placed")
+        packer = producers.get(p)
+        if packer is None or v not in packer.inputs or p not in plan.slots or v in plan.slots or types[v].symbols:
+            raise IRError(f"memory plan places %{v} inside %{p}, which it cannot be")
     for v in (*plan.static, *plan.live_at_peak, *([plan.peak_at] if plan.peak_at else ())):
         node_value(v, "static, peak_at or live_at_peak")
 
@@ -116,6 +125,7 @@ def decode_plan(doc: Any, graph: Graph, where: str) -> MemoryPlan | None:
     if not d:
         return None
     w = f"{where}: memory plan"
+    d = {"placed": {}, **d}  # absent from files written before packing was planned
     check_fields(d, w, PLAN_FIELDS)
 
     def strings(key: str) -> tuple[str, ...]:
@@ -138,6 +148,7 @@ def decode_plan(doc: Any, graph: Graph, where: str) -> MemoryPlan | None:
         reuse_input=str_map("reuse_input"),
         static=strings("static"),
         alias=str_map("alias"),
+        placed=str_map("placed"),
         peak_at=check_str(d["peak_at"], w, "peak_at"),
         live_at_peak=strings("live_at_peak"),
         **{k: check_int(d[k], w, k, 0, MAX_BYTES) for k in _BYTE_FIELDS},

@@ -30,7 +30,7 @@ from .comm import in_place_sum
 from .init import init_param
 from .kernels import KERNELS, VIEW_OPS
 from .parallel import call_of, pool
-from .parallel_kernels import COLLECTIVES
+from .parallel_kernels import COLLECTIVES, PACKING, copy_parts
 from .threads import blas_threads, resolve_threads
 
 
@@ -195,9 +195,11 @@ class Executor:
             env[p.name] = self.params[p.name]
         if plan is None:  # unplanned: every value gets its own array
             slots, inplace, static, alias, offsets, arena = {}, {}, set(), {}, [], None
+            placed = {}
         else:
             slots, inplace, static, alias = plan.slots, plan.inplace, set(plan.static), plan.alias
             offsets, arena = arena_layout(plan, types, bindings)
+            placed = _placements(graph, plan.placed, slots, offsets, arena, bindings)
         instrs = []
         for node in graph.nodes:
             t = node.type
@@ -210,6 +212,8 @@ class Executor:
                     continue
             if node.out in inplace:
                 out = self.params[inplace[node.out]]
+            elif node.out in placed:
+                out = placed[node.out]  # its part of a packing node's buffer
             elif node.out in slots:
                 start = offsets[slots[node.out]]
                 nbytes = int(np.prod(shape, dtype=np.int64)) * t.np_dtype.itemsize
@@ -221,6 +225,14 @@ class Executor:
             ins = tuple(env[u] for u in node.inputs)
             call = call_of(KERNELS[node.op], node.op, ins, out, attrs, self._pool)
             env[node.out] = out
+            if node.op in PACKING and placed:
+                # copy only the inputs not computed in their place already (each at its first position)
+                parts = [(x, dst) for k, (v, x, dst) in enumerate(zip(node.inputs, ins, _parts(out, ins)))
+                         if not (plan.placed.get(v) == node.out and node.inputs.index(v) == k)]
+                if not parts:
+                    continue  # every input was computed in place: nothing to copy
+                ins = tuple(x for x, _ in parts)
+                call = partial(copy_parts, dsts=tuple(dst for _, dst in parts), out=out)
             if node.out in static and not node.inputs:
                 _execute_one(call, ins, out, node)  # inputs-free: computed once per binding
             else:
@@ -292,6 +304,35 @@ def _view(node: Node, base: str, env: Mapping[str, np.ndarray], attrs: Mapping[s
     src = env[base]
     view = KERNELS[node.op](src, **attrs)
     return view if view.size and np.shares_memory(view, src) else None
+
+
+def _parts(flat: np.ndarray, ins: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    """The views of a packing node's output that hold each of its inputs, in order."""
+    views, start = [], 0
+    for x in ins:
+        views.append(flat[start:start + x.size].reshape(x.shape))
+        start += x.size
+    return views
+
+
+def _placements(graph: Graph, placed, slots, offsets, arena, bindings) -> dict[str, np.ndarray]:
+    """value -> the view of its packing node's buffer it is computed into (memory plan `placed`)."""
+    producers, views = graph.producers, {}
+    for packer in {p for p in placed.values()}:
+        node = producers[packer]
+        if node.op not in PACKING:
+            raise IRError(f"memory plan places values inside %{packer} ({node.op}), which packs nothing")
+        t = node.type
+        start = offsets[slots[packer]]
+        flat = arena[start:start + t.numel(bindings) * t.np_dtype.itemsize].view(t.np_dtype)
+        start = 0
+        for v in node.inputs:
+            shape = graph.types[v].concrete(bindings)
+            n = int(np.prod(shape, dtype=np.int64))
+            if placed.get(v) == packer and v not in views:
+                views[v] = flat[start:start + n].reshape(shape)
+            start += n
+    return views
 
 
 def _execute_one(call, ins, out, node: Node) -> None:

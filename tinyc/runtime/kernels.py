@@ -338,7 +338,8 @@ INPLACE_SAFE = frozenset(("add", "sub", "mul", "div", "pow", "maximum", "neg", "
 # Fused kernels that may write over some of their inputs only: op -> those input positions
 # (each kernel reads such an input fully before its first write to `out`; see fused_kernels.py).
 INPLACE_INPUTS = {"relu_grad": (0, 1), "affine": (0,), "layer_norm_grad_scaled": (1,), "softmax_grad": (1,),
-                  "axpby": (0,), "adam_param": (0,)}  # the optimizer's states and parameters updated in place
+                  "axpby": (0,), "adam_param": (0,),  # the optimizer's states and parameters updated in place
+                  "allreduce": (0,)}  # sums in place: may reuse the flat buffer it reduces
 
 # --------------------------------------------------------------------------- the table
 
@@ -380,6 +381,6 @@ from .fused_kernels import FUSED_KERNELS  # the fused ops of the `fuse` pass (im
 
 KERNELS.update(FUSED_KERNELS)
 
-from .parallel_kernels import PARALLEL_KERNELS  # noqa: E402  (the data-parallel ops)
+from .parallel_kernels import PACKING, PARALLEL_KERNELS  # noqa: E402,F401  (the data-parallel ops)
 
 KERNELS.update(PARALLEL_KERNELS)

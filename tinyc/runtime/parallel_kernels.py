@@ -33,6 +33,16 @@ def flat_concat(*xs: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
+def copy_parts(*xs: np.ndarray, dsts: tuple[np.ndarray, ...], out: np.ndarray) -> np.ndarray:
+    """flat_concat when the memory plan placed some inputs in `out` already: copy the others."""
+    for x, dst in zip(xs, dsts):
+        np.copyto(dst, x)
+    return out
+
+
 PARALLEL_KERNELS = {"allreduce": allreduce, "flat_concat": flat_concat}
+# Ops whose output is their inputs flattened one after another: the memory plan may place an
+# input straight into its part of the output (`placed`), so no copy is made.
+PACKING = frozenset(("flat_concat",))
 # Kernels that take the communicator's in-place sum as `reduce=` (the Executor binds it).
 COLLECTIVES = frozenset(("allreduce",))

@@ -17,6 +17,9 @@ while the program runs:
   NumPy view of its input's array, so it has no buffer of its own. The input's lifetime (and
   that of what it is a view of, transitively) extends to the alias's last reader, so no buffer
   is reused or written in place while a view of it may still be read.
+- `placed`: value -> packing node (`flat_concat`, whose output is its inputs flattened one after
+  another): the value is computed straight into its part of that node's buffer, so packing the
+  gradients for the allreduce copies nothing. The buffer then lives from the first placed value.
 
 Inputs and parameters are not planned: they live in their own arrays. A value lives from its
 node until its last reader; outputs and updates live to the end of the step.
@@ -40,7 +43,7 @@ from ...ir.arena import buffer_sizes, pack  # the executor's own packing, so the
 from ...ir.graph import Graph, Node
 from ...ir.plan import MemoryPlan, reference_batch
 # facts of the kernels the plan relies on (the executor checks each view and copies where NumPy would)
-from ...runtime.kernels import COPIES, GEMMS, INPLACE_INPUTS, INPLACE_SAFE, VIEW_OPS
+from ...runtime.kernels import COPIES, GEMMS, INPLACE_INPUTS, INPLACE_SAFE, PACKING, VIEW_OPS
 from . import register_pass
 
 
@@ -118,10 +121,30 @@ def _claim_ok(value: str, param: str, graph: Graph, keep: set[str], update_of: M
     return update_of.get(param) == value and value not in outs and sum(v == value for _, v in graph.updates) == 1
 
 
+def placements(graph: Graph, alias: Mapping[str, str], last: Mapping[str, int]) -> dict[str, str]:
+    """value -> packing node that may hold it: a computed value (no source, view or output, and
+    not viewed) read last by that node, at its first position among the node's inputs."""
+    keep = set(graph.output_values) | set(alias.values())
+    producers = graph.producers
+    placed: dict[str, str] = {}
+    for i, n in enumerate(graph.nodes):
+        if n.op not in PACKING or n.out in alias:
+            continue
+        for v in dict.fromkeys(n.inputs):
+            p = producers.get(v)
+            if p is not None and p.inputs and v not in alias and v not in keep and last[v] == i \
+                    and v not in placed and p.type.dtype == n.type.dtype:
+                placed[v] = n.out
+    return placed
+
+
 def assign(graph: Graph, batch: int, inplace: bool = True, alias: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Decide the home of every node output: a buffer, a parameter's array, static, or a view (`alias`)."""
+    """Decide the home of every node output: a buffer, a parameter's array, static, a view
+    (`alias`), or a part of a packing node's buffer (`placed`)."""
     alias = alias or {}
     first, last = lifetimes(graph, alias)
+    placed = placements(graph, alias, last) if inplace else {}
+    packers: dict[str, int] = {}  # packing node -> its buffer, made at its first placed input
     keep = set(graph.output_values)
     update_of = dict(graph.updates)
     types = graph.types
@@ -138,6 +161,13 @@ def assign(graph: Graph, batch: int, inplace: bool = True, alias: Mapping[str, s
             continue
         if v in alias:  # a view: no buffer of its own; what it views lives as long (see lifetimes)
             continue
+        if v in placed or v in packers:  # inside a packing node's buffer, alive from its first part on
+            b = packers.setdefault(placed.get(v, v), len(lives))
+            if b == len(lives):
+                lives.append([first[v], last[v]])
+            lives[b] = [min(lives[b][0], first[v]), max(lives[b][1], last[v])]
+            home[v] = b
+            continue
         target = _inplace_target(n, i, graph, last, keep, update_of, claimed, home, types, params) if inplace else None
         if target is not None:
             kind, u = target
@@ -152,7 +182,7 @@ def assign(graph: Graph, batch: int, inplace: bool = True, alias: Mapping[str, s
         else:
             home[v] = len(lives)
             lives.append([first[v], last[v]])
-    return {"home": home, "static": static, "reuse_input": reuse, "buffers": lives}
+    return {"home": home, "static": static, "reuse_input": reuse, "buffers": lives, "placed": placed}
 
 
 def _inplace_target(n: Node, i: int, graph: Graph, last, keep, update_of, claimed, home, types, params):
@@ -177,8 +207,8 @@ def _inplace_target(n: Node, i: int, graph: Graph, last, keep, update_of, claime
     return None
 
 
-def peak(graph: Graph, home: Mapping[str, Any], batch: int,
-         alias: Mapping[str, str] | None = None) -> tuple[int, int, list[str]]:
+def peak(graph: Graph, home: Mapping[str, Any], batch: int, alias: Mapping[str, str] | None = None,
+         placed: Mapping[str, str] | None = None) -> tuple[int, int, list[str]]:
     """(peak bytes, node index of the peak, values alive there) of planned values at `batch`.
 
     A buffer counts once however many values share it at a step; parameter arrays and views
@@ -186,8 +216,11 @@ def peak(graph: Graph, home: Mapping[str, Any], batch: int,
     """
     first, last = lifetimes(graph, alias)
     deaths: dict[int, list[str]] = {}
-    for v in home:
+    size: dict[int, int] = {}  # buffer -> its bytes: its largest value (a packing node holds its parts)
+    for v, h in home.items():
         deaths.setdefault(last[v], []).append(v)
+        if isinstance(h, int):
+            size[h] = max(size.get(h, 0), graph.types[v].nbytes(default=batch))
     holders: dict[Any, int] = {}
     live = best = 0
     best_at = -1
@@ -196,7 +229,7 @@ def peak(graph: Graph, home: Mapping[str, Any], batch: int,
         if isinstance(h, int):
             holders[h] = holders.get(h, 0) + 1
             if holders[h] == 1:
-                live += n.type.nbytes(default=batch)
+                live += size[h]
         if live > best:
             best, best_at = live, i
         for v in deaths.get(i, ()):
@@ -204,8 +237,10 @@ def peak(graph: Graph, home: Mapping[str, Any], batch: int,
             if isinstance(h, int):
                 holders[h] -= 1
                 if holders[h] == 0:
-                    live -= graph.types[v].nbytes(default=batch)
+                    live -= size[h]
     alive = [v for v in home if first[v] <= best_at <= last[v]] if best_at >= 0 else []
+    # a packing node's buffer is taken from its first placed part on: it counts as alive with them
+    alive += sorted({(placed or {})[v] for v in alive if v in (placed or {})} - set(alive), key=first.__getitem__)
     return best, best_at, alive
 
 
@@ -216,10 +251,11 @@ def make_plan(graph: Graph, batch: int | None = None) -> MemoryPlan:
     alias = views(graph)
     a = assign(graph, batch, alias=alias)
     home = a["home"]
-    peak_bytes, at, alive = peak(graph, home, batch, alias)
+    placed = a["placed"]
+    peak_bytes, at, alive = peak(graph, home, batch, alias, placed)
     plain = assign(graph, batch, inplace=False, alias=alias)
     types = graph.types
-    slots = {v: h for v, h in home.items() if isinstance(h, int)}
+    slots = {v: h for v, h in home.items() if isinstance(h, int) and v not in placed}
     buffers = tuple((first, last) for first, last in a["buffers"])
     sizes = buffer_sizes(slots, len(buffers), lambda v: types[v].nbytes(default=batch))
     return MemoryPlan(
@@ -230,6 +266,7 @@ def make_plan(graph: Graph, batch: int | None = None) -> MemoryPlan:
         reuse_input=a["reuse_input"],
         static=tuple(a["static"]),
         alias=alias,
+        placed=placed,
         peak_bytes=peak_bytes,
         peak_at=graph.nodes[at].out if at >= 0 else "",
         live_at_peak=tuple(alive),
