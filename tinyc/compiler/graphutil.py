@@ -6,7 +6,7 @@ deterministic: ties are broken by a node's position in `graph.nodes`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import networkx as nx
@@ -81,10 +81,17 @@ def peak_live_bytes(graph: Graph, order: Sequence[Node] | None = None, batch: in
 
 class Rewriter:
     """Builds the output of a forward rewriting pass: nodes are visited in order, kept, replaced by
-    an existing value (uses renamed), or replaced by new nodes that inherit loc, note and scope."""
+    an existing value (uses renamed), or replaced by new nodes that inherit loc, note and scope.
 
-    def __init__(self, graph: Graph) -> None:
+    `sweep` is the rule-driven pass (simplify, fuse): `rules` maps an op to the rules tried on its
+    nodes in order; a rule returns the value that now stands for the node (adding any nodes it
+    needs) or None, and the first that fires wins.
+    """
+
+    def __init__(self, graph: Graph, rules: Mapping[str, Sequence[Callable]] | None = None) -> None:
         self.graph = graph
+        self.rules = rules or {}
+        self.changed = False
         self.nodes: list[Node] = []
         self.types = {i.name: i.type for i in graph.inputs}
         self.types.update((p.name, p.type) for p in graph.params)
@@ -120,6 +127,41 @@ class Rewriter:
     def replace(self, old: str, new: str) -> None:
         """Every later use of `old` (and the outputs naming it) reads `new` instead."""
         self.rename[old] = self.value(new)
+
+    def fit(self, v: str, node: Node) -> str:
+        """`v` with `node`'s type: itself, or broadcast to the node's shape."""
+        if self.types[v] == node.type:
+            return v
+        assert self.types[v].dtype == node.type.dtype, (v, node)
+        return self.visit(self.make("broadcast_to", [v], {"shape": node.type.shape}, node))
+
+    def visit(self, node: Node) -> str:
+        """Add `node`, or what the first of its op's rules that fires replaces it with (of the
+        node's type); return the value that now stands for it."""
+        for rule in self.rules.get(node.op, ()):
+            result = rule(self, node)
+            if result is not None:
+                self.changed = True
+                return self.fit(result, node)
+        return self.add(node)
+
+    def sweep(self) -> Graph | None:
+        """One forward sweep of the rules over the graph: the rewritten graph, or None if no rule fired."""
+        for node in self.graph.nodes:
+            node = self.renamed(node)
+            mark = len(self.nodes)
+            value = self.visit(node)
+            if value == node.out:
+                continue
+            last = self.nodes[-1] if len(self.nodes) > mark else None
+            if last is not None and last.out == value:
+                # the node's last replacement node takes over its name: uses need no renaming
+                self.nodes.pop()
+                del self.producers[value], self.types[value]
+                self.add(replace(last, out=node.out))
+            else:
+                self.replace(node.out, value)
+        return self.finish() if self.changed else None
 
     def finish(self, **changes) -> Graph:
         outputs = tuple((k, self.value(v)) for k, v in self.graph.outputs)

@@ -19,8 +19,8 @@ from . import register_pass
 
 
 class _Fuser(Rewriter):
-    def __init__(self, graph: Graph) -> None:
-        super().__init__(graph)
+    def __init__(self, graph: Graph, rules) -> None:
+        super().__init__(graph, rules)
         self.orig = graph.producers
         self.uses = graph.consumers
         self.results = set(graph.output_values)
@@ -69,66 +69,66 @@ class _Fuser(Rewriter):
         self.add(new)
 
 
-def _weight_grad(f: _Fuser, n: Node) -> bool:
+def _weight_grad(f: _Fuser, n: Node) -> str | None:
     # squeeze(sum(matmul(a, b), batch axes, keepdims), batch axes) -> matmul_t_sum(a, b)
     # sum(matmul(a, b), batch axes) -> matmul_t_sum(a, b); transposes of a, b fold into ta, tb
     if n.op == "squeeze":
         s = f.producer(n.inputs[0], "sum", sole=True)
         if s is None or not s.attrs["keepdims"] or tuple(s.attrs["axes"]) != tuple(n.attrs["axes"]):
-            return False
+            return None
     elif n.op == "sum" and not n.attrs["keepdims"]:
         s = n
     else:
-        return False
+        return None
     m = f.producer(s.inputs[0], "matmul", sole=True)
     if m is None or m.type.rank < 3 or tuple(s.attrs["axes"]) != tuple(range(m.type.rank - 2)):
-        return False
+        return None
     a, b = (f.graph.types[v] for v in m.inputs)
     if not (a.rank == b.rank == m.type.rank and a.shape[:-2] == b.shape[:-2]):
-        return False
+        return None
     inputs, flags = f.operands(m)
     f.emit(n, "matmul_t_sum", inputs, **flags)
-    return True
+    return n.out
 
 
-def _squeeze_sum(f: _Fuser, n: Node) -> bool:
+def _squeeze_sum(f: _Fuser, n: Node) -> str | None:
     # squeeze(sum(x, axes, keepdims=True), axes) -> sum(x, axes)
     s = f.producer(n.inputs[0], "sum", sole=True)
     if s is None or not s.attrs["keepdims"] or tuple(s.attrs["axes"]) != tuple(n.attrs["axes"]):
-        return False
+        return None
     f.emit(n, "sum", [f.value(s.inputs[0])], axes=s.attrs["axes"], keepdims=False)
-    return True
+    return n.out
 
 
-def _matmul(f: _Fuser, n: Node) -> bool:
+def _matmul(f: _Fuser, n: Node) -> str | None:
     # matmul(transpose(a), transpose(b)) -> matmul_t(a, b, ta, tb); x[..., k] @ w[k, n] -> matmul_t (one GEMM)
     inputs, flags = f.operands(n)
     if not (flags["ta"] or flags["tb"] or (f.types[inputs[1]].rank == 2 and f.types[inputs[0]].rank > 2)):
-        return False
+        return None
     f.emit(n, "matmul_t", inputs, **flags)
-    return True
+    return n.out
 
 
-def _scaled_matmul(f: _Fuser, n: Node) -> bool:
+def _scaled_matmul(f: _Fuser, n: Node) -> str | None:
     # mul(matmul(a, b), c) -> matmul_t(a, b, alpha=c) for a scalar fill c (attention's 1/sqrt(d))
     for m_v, c_v in (n.inputs, n.inputs[::-1]):
         m, c = f.producer(m_v, "matmul", sole=True), f.scalar_fill(c_v)
         if m is not None and c is not None and m.type == n.type:
             inputs, flags = f.operands(m)
             f.emit(n, "matmul_t", inputs, alpha=c, **flags)
-            return True
-    return False
+            return n.out
+    return None
 
 
-def _bias(f: _Fuser, n: Node) -> bool:
+def _bias(f: _Fuser, n: Node) -> str | None:
     # add(matmul(a, b), bias) -> matmul_bias(a, b, bias)
     for m_v, bias in (n.inputs, n.inputs[::-1]):
         m = f.producer(m_v, "matmul", sole=True)
         if m is not None and m.type == n.type and f.fits(bias, m_v):
             inputs, flags = f.operands(m)
             f.emit(n, "matmul_bias", inputs + [f.value(bias)], **flags)
-            return True
-    return False
+            return n.out
+    return None
 
 
 def _gain_grad_sum(f: _Fuser, m: Node, ln: Node) -> bool:
@@ -156,7 +156,7 @@ def _recomputable(f: _Fuser, ln: Node, forward: Node) -> bool:
     return all(u.out == forward.out or _gain_grad_sum(f, u, ln) for u in f.uses.get(ln.out, ()))
 
 
-def _affine(f: _Fuser, n: Node) -> bool:
+def _affine(f: _Fuser, n: Node) -> str | None:
     # add(mul(x, s), t) -> affine(x, s, t) when s and t broadcast to x (LayerNorm's gain and bias);
     # add(mul(layer_norm(x), s), t) -> layer_norm_affine(x, s, t) when the gain gradients recompute layer_norm(x)
     for m_v, t in (n.inputs, n.inputs[::-1]):
@@ -170,17 +170,17 @@ def _affine(f: _Fuser, n: Node) -> bool:
                     f.emit(n, "layer_norm_affine", [f.value(ln.inputs[0]), f.value(s), f.value(t)], **ln.attrs)
                 else:
                     f.emit(n, "affine", [f.value(x), f.value(s), f.value(t)])
-                return True
-    return False
+                return n.out
+    return None
 
 
-def _gain_grad(f: _Fuser, n: Node) -> bool:
+def _gain_grad(f: _Fuser, n: Node) -> str | None:
     # sum(mul(gy, layer_norm(x)), every axis but the last) -> layer_norm_gain_grad(x, gy) when layer_norm(x)
     # is not stored (its forward reader became layer_norm_affine); also squeeze(sum(..., keepdims))
     s = f.producer(n.inputs[0], "sum", sole=True) if n.op == "squeeze" else n
     m = s and f.producer(s.inputs[0], "mul", sole=True)
     if m is None:
-        return False
+        return None
     for ln_v, gy in (m.inputs, m.inputs[::-1]):
         ln = f.producer(ln_v, "layer_norm")
         if ln is None or not _gain_grad_sum(f, m, ln) or f.uses[m.out][0].out != s.out:
@@ -190,8 +190,8 @@ def _gain_grad(f: _Fuser, n: Node) -> bool:
         forward = [u for u in f.uses.get(ln.out, ()) if not _gain_grad_sum(f, u, ln)]
         if len(forward) == 1 and _forms_affine(f, forward[0], ln) and _recomputable(f, ln, forward[0]):
             f.emit(n, "layer_norm_gain_grad", [f.value(ln.inputs[0]), f.value(gy)], **ln.attrs)
-            return True
-    return False
+            return n.out
+    return None
 
 
 def _forms_affine(f: _Fuser, m: Node, ln: Node) -> bool:
@@ -205,7 +205,7 @@ def _forms_affine(f: _Fuser, m: Node, ln: Node) -> bool:
     return add.type == m.type and m.type.is_float and f.fits(s, ln.out) and f.fits(t, ln.out)
 
 
-def _axpby(f: _Fuser, n: Node) -> bool:
+def _axpby(f: _Fuser, n: Node) -> str | None:
     # add(mul(a, x), mul(b, y)) -> axpby(x, y, a, b); mul(b, mul(y, y)) -> square=True (Adam's moments)
     def scaled(v: str) -> tuple[float, str] | None:
         m = f.producer(v, "mul", sole=True)
@@ -225,11 +225,11 @@ def _axpby(f: _Fuser, n: Node) -> bool:
         square = sq is not None and sq.inputs[0] == sq.inputs[1]
         y = sq.inputs[0] if square else right[1]
         f.emit(n, "axpby", [f.value(left[1]), f.value(y)], a=left[0], b=right[0], square=square)
-        return True
-    return False
+        return n.out
+    return None
 
 
-def _adam_param(f: _Fuser, n: Node) -> bool:
+def _adam_param(f: _Fuser, n: Node) -> str | None:
     # sub(p, mul(s, div(m, add(div(sqrt(v), c), eps)))) -> adam_param(p, m, v, s, c, eps), s and c scalars
     def sole(v: str, op: str) -> Node | None:
         return f.producer(v, op, sole=True)
@@ -237,7 +237,7 @@ def _adam_param(f: _Fuser, n: Node) -> bool:
     p, x = n.inputs
     step = sole(x, "mul")
     if step is None:
-        return False
+        return None
     for s, y in (step.inputs, step.inputs[::-1]):
         q = sole(y, "div")
         d = q and sole(q.inputs[1], "add")
@@ -251,63 +251,63 @@ def _adam_param(f: _Fuser, n: Node) -> bool:
         if not (f.graph.types[p] == f.graph.types[m] == f.graph.types[v] == n.type):
             continue
         f.emit(n, "adam_param", [f.value(u) for u in (p, m, v, s, z.inputs[1])], eps=eps)
-        return True
-    return False
+        return n.out
+    return None
 
 
-def _relu_grad(f: _Fuser, n: Node) -> bool:
+def _relu_grad(f: _Fuser, n: Node) -> str | None:
     # where(gt(x, 0), g, 0) -> relu_grad(x, g)
     cond, g, zero = n.inputs
     gt = f.producer(cond, "greater")
     if gt is None or f.scalar_fill(zero) != 0.0 or f.scalar_fill(gt.inputs[1]) != 0.0:
-        return False
+        return None
     x = gt.inputs[0]
     if not (f.graph.types[x] == f.graph.types[g] == n.type):
-        return False
+        return None
     # relu(x) > 0 exactly where x > 0: reading relu's output lets x die early (and relu run in place)
     relu = next((u for u in f.uses.get(x, ()) if u.op == "relu" and f.index[u.out] < f.index[n.out]), None)
     f.emit(n, "relu_grad", [f.value(relu.out if relu is not None else x), f.value(g)])
-    return True
+    return n.out
 
 
-def _layer_norm_grad(f: _Fuser, n: Node) -> bool:
+def _layer_norm_grad(f: _Fuser, n: Node) -> str | None:
     # layer_norm_grad(x, mul(gy, s)) -> layer_norm_grad_scaled(x, gy, s)
     x = n.inputs[0]
     m = f.producer(n.inputs[1], "mul", sole=True)
     if m is None:
-        return False
+        return None
     for gy, s in (m.inputs, m.inputs[::-1]):
         if f.graph.types[gy] == n.type and f.fits(s, gy):
             f.emit(n, "layer_norm_grad_scaled", [f.value(x), f.value(gy), f.value(s)], **n.attrs)
-            return True
-    return False
+            return n.out
+    return None
 
 
-def _concat(f: _Fuser, n: Node) -> bool:
+def _concat(f: _Fuser, n: Node) -> str | None:
     # add(pad(a, p, |b| + q), pad(b, p + |a|, q)) -> pad(concat(a, b), p, q) (the gradient of a split)
     pads = [f.producers.get(f.value(v)) for v in n.inputs]
     if any(p is None or p.op != "pad" for p in pads) or n.inputs[0] == n.inputs[1]:
-        return False
+        return None
     if any(len(f.uses.get(v, ())) != 1 or v in f.results for v in n.inputs):
-        return False
+        return None
     first, second = pads
     axis = first.attrs["axis"]
     if second.attrs["axis"] != axis or first.type != second.type:
-        return False
+        return None
     width = {p.out: f.types[p.inputs[0]].shape[axis] for p in pads}
     if first.attrs["before"] + width[first.out] != second.attrs["before"]:
         first, second = second, first
         if first.attrs["before"] + width[first.out] != second.attrs["before"]:
-            return False
+            return None
     before, after = first.attrs["before"], second.attrs["after"]
     a, b = f.value(first.inputs[0]), f.value(second.inputs[0])
     if before == after == 0:
         f.add(_joined(f, a, b, axis, n, out=n.out))
-        return True
+        return n.out
     joined = _joined(f, a, b, axis, n)
     f.add(joined)
     f.emit(n, "pad", [joined.out], axis=axis, before=before, after=after)
-    return True
+    return n.out
 
 
 def _joined(f: _Fuser, a: str, b: str, axis: int, like: Node, out: str | None = None) -> Node:
@@ -329,7 +329,7 @@ def _joined(f: _Fuser, a: str, b: str, axis: int, like: Node, out: str | None = 
 
 
 # op of a pattern's root -> rules tried in order (the first that matches rewrites the node)
-RULES: dict[str, tuple[Callable[[_Fuser, Node], bool], ...]] = {
+RULES: dict[str, tuple[Callable[[_Fuser, Node], str | None], ...]] = {
     "squeeze": (_weight_grad, _gain_grad, _squeeze_sum),
     "sum": (_weight_grad, _gain_grad),
     "matmul": (_matmul,),
@@ -344,18 +344,10 @@ RULES: dict[str, tuple[Callable[[_Fuser, Node], bool], ...]] = {
 @register_pass("fuse")
 def fuse(graph: Graph) -> Graph:
     """Fuse patterns into single ops: transposed/flattened GEMMs, bias epilogues, LayerNorm (+gain) and ReLU backward, Adam, concat."""
-    f = _Fuser(graph)
-    changed = False
-    for node in graph.nodes:
-        renamed = f.renamed(node)
-        if any(rule(f, renamed) for rule in RULES.get(node.op, ())):
-            changed = True
-        else:
-            f.add(renamed)
-    if not changed:
+    fused = _Fuser(graph, RULES).sweep()
+    if fused is None:
         return graph
     # drop what only fed the fused patterns (values live before the rewrite and dead after it)
     before = live_values(graph)
-    fused = f.finish()
     after = live_values(fused)
     return fused.with_nodes([n for n in fused.nodes if n.out in after or n.out not in before])

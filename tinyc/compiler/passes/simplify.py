@@ -14,7 +14,6 @@ Dead operands are left for dce.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 from ...ir.graph import Graph, Node
 from ..graphutil import Rewriter
@@ -22,10 +21,6 @@ from . import register_pass
 
 
 class _Simplifier(Rewriter):
-    def __init__(self, graph: Graph) -> None:
-        super().__init__(graph)
-        self.changed = False
-
     def const(self, v: str) -> float | None:
         """The value of `v` if every element of it is that one value (fill, uniform constant)."""
         node = self.producers.get(v)
@@ -45,22 +40,6 @@ class _Simplifier(Rewriter):
 
     def zeros(self, like: Node) -> str:
         return self.emit("fill", [], like, shape=like.type.shape, dtype=like.type.dtype, value=0.0)
-
-    def fit(self, v: str, node: Node) -> str:
-        """`v` with `node`'s type: itself, or broadcast to the node's shape."""
-        if self.types[v] == node.type:
-            return v
-        assert self.types[v].dtype == node.type.dtype, (v, node)
-        return self.emit("broadcast_to", [v], node, shape=node.type.shape)
-
-    def visit(self, node: Node) -> str:
-        """Add `node` or what it simplifies to; return the value that now stands for it."""
-        for rule in RULES.get(node.op, ()):
-            result = rule(self, node)
-            if result is not None:
-                self.changed = True
-                return self.fit(result, node)
-        return self.add(node)
 
 
 Rule = Callable[[_Simplifier, Node], "str | None"]
@@ -208,21 +187,4 @@ RULES: dict[str, tuple[Rule, ...]] = {
 @register_pass("simplify")
 def simplify(graph: Graph) -> Graph:
     """Apply algebraic identities (x*1, x+0, neg(neg x), transpose/reshape chains, ...)."""
-    s = _Simplifier(graph)
-    for node in graph.nodes:
-        node = s.renamed(node)
-        mark = len(s.nodes)
-        value = s.visit(node)
-        if value == node.out:
-            continue
-        last = s.nodes[-1] if len(s.nodes) > mark else None
-        if last is not None and last.out == value:
-            # the node's last replacement node takes over its name: uses need no renaming
-            s.nodes.pop()
-            del s.producers[value], s.types[value]
-            s.add(replace(last, out=node.out))
-        else:
-            s.replace(node.out, value)
-    if not s.changed:
-        return graph
-    return s.finish()
+    return _Simplifier(graph, RULES).sweep() or graph
