@@ -30,7 +30,8 @@ COMPILER_FORBIDDEN = ("tinyc.models", "tinyc.cli", "tinyc.frontend",
 # optional extras: the runtime imports them only inside the functions that use them
 LAZY = ("mpi4py", "onnx", "onnxruntime", "PIL")
 
-RUNTIME_ALONE = textwrap.dedent(
+# the head of every script that runs a layer alone: a finder that makes BLOCKED unimportable
+BLOCKER = textwrap.dedent(
     """
     import importlib, importlib.abc, pkgutil, sys
     import numpy as np
@@ -40,15 +41,26 @@ RUNTIME_ALONE = textwrap.dedent(
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
             if any(name == b or name.startswith(b + ".") for b in BLOCKED):
-                raise ImportError(f"forbidden import of {{name}} (the runtime depends on tinyc.ir only)")
+                raise ImportError(f"forbidden import of {{name}} (the {layer} may not use it)")
             return None
 
     sys.meta_path.insert(0, Block())
+    """
+)
+LEAKS = textwrap.dedent(
+    """
+    leaked = sorted(m for m in sys.modules if any(m == b or m.startswith(b + ".") for b in BLOCKED))
+    assert not leaked, leaked
+    print("imported", len(names), "modules")
+    """
+)
 
+RUNTIME_ALONE = textwrap.dedent(
+    """
     import tinyc as tc
     import tinyc.runtime
-    names = sorted({{"tinyc.runtime.kernels", "tinyc.runtime.init", "tinyc.runtime.reference"}}
-                   | {{m.name for m in pkgutil.walk_packages(tinyc.runtime.__path__, "tinyc.runtime.")}})
+    names = sorted({"tinyc.runtime.kernels", "tinyc.runtime.init", "tinyc.runtime.reference"}
+                   | {m.name for m in pkgutil.walk_packages(tinyc.runtime.__path__, "tinyc.runtime.")})
     for name in names:
         importlib.import_module(name)
 
@@ -57,39 +69,16 @@ RUNTIME_ALONE = textwrap.dedent(
         w = tc.param("w", (3, 2), init=tc.init.ones())
         f = tc.function(tc.softmax(x @ w), [x])
     assert np.allclose(f(np.zeros((4, 3))), 0.5)
-    leaked = sorted(m for m in sys.modules if any(m == b or m.startswith(b + ".") for b in BLOCKED))
-    assert not leaked, leaked
-    print("imported", len(names), "runtime modules")
     """
 )
 
-
-def test_runtime_imports_and_runs_without_compiler_models_cli_networkx():
-    script = RUNTIME_ALONE.format(blocked=FORBIDDEN + LAZY)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "imported" in proc.stdout
-
-
 COMPILER_ALONE = textwrap.dedent(
     """
-    import importlib, importlib.abc, pkgutil, sys
-    import numpy as np
-
-    BLOCKED = {blocked!r}
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if any(name == b or name.startswith(b + ".") for b in BLOCKED):
-                raise ImportError(f"forbidden import of {{name}} (the compiler depends on tinyc.ir only)")
-            return None
-
-    sys.meta_path.insert(0, Block())
     sys.modules["tinyc"] = type(sys)("tinyc")  # an empty parent package: tinyc/__init__ never runs
-    sys.modules["tinyc"].__path__ = [{package!r}]
+    sys.modules["tinyc"].__path__ = [PACKAGE]
 
     import tinyc.compiler
-    names = sorted({{m.name for m in pkgutil.walk_packages(tinyc.compiler.__path__, "tinyc.compiler.")}})
+    names = sorted({m.name for m in pkgutil.walk_packages(tinyc.compiler.__path__, "tinyc.compiler.")})
     for name in names:
         importlib.import_module(name)
 
@@ -100,28 +89,35 @@ COMPILER_ALONE = textwrap.dedent(
     with new_graph("g") as b:
         x = b.input("x", ("B", 3))
         w = b.param("w", (3, 2), init.ones())
-        graph = b.graph({{"loss": (x @ w).sum()}})
-    graph = graph.with_nodes(graph.nodes, meta={{**graph.meta, "loss": "loss", "optimizer": optimizer_spec(SGD(0.1))}})
+        graph = b.graph({"loss": (x @ w).sum()})
+    graph = graph.with_nodes(graph.nodes, meta={**graph.meta, "loss": "loss", "optimizer": optimizer_spec(SGD(0.1))})
     program, _ = compile_graph(graph)
-    assert set(program.entries) == {{"train_step"}}
-    leaked = sorted(m for m in sys.modules if any(m == b or m.startswith(b + ".") for b in BLOCKED))
-    assert not leaked, leaked
-    print("imported", len(names), "compiler modules")
+    assert set(program.entries) == {"train_step"}
     """
 )
 
 
+def run_alone(layer: str, body: str, blocked: tuple[str, ...]) -> subprocess.CompletedProcess:
+    """Run `body` in a fresh interpreter where `blocked` cannot be imported."""
+    script = BLOCKER.format(blocked=blocked, layer=layer) + f"PACKAGE = {str(PACKAGE)!r}\n" + body + LEAKS
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_runtime_imports_and_runs_without_compiler_models_cli_networkx():
+    proc = run_alone("runtime", RUNTIME_ALONE, FORBIDDEN + LAZY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "imported" in proc.stdout
+
+
 def test_compiler_imports_and_compiles_without_executor_models_cli_frontend():
-    script = COMPILER_ALONE.format(blocked=COMPILER_FORBIDDEN, package=str(PACKAGE))
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    proc = run_alone("compiler", COMPILER_ALONE, COMPILER_FORBIDDEN)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "imported" in proc.stdout
 
 
 def test_blocker_catches_a_forbidden_import():
     # the harness itself: a module importing networkx must fail under the finder
-    script = RUNTIME_ALONE.format(blocked=FORBIDDEN).replace("import tinyc as tc\n", "import networkx\n", 1)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    proc = run_alone("runtime", RUNTIME_ALONE.replace("import tinyc as tc\n", "import networkx\n", 1), FORBIDDEN)
     assert proc.returncode != 0 and "forbidden import of networkx" in proc.stderr
 
 
