@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ..ir.graph import Graph
+from ..ir.plan import reference_batch
 from .errors import DebugOption, EntryOption, fail, handles_errors, opt
 from .memory import format_memory_report, memory_report
 from .output import echo, human_bytes, human_count, table
@@ -99,8 +100,7 @@ def print_pass_table(compiled: Compiled, entries: list[str]) -> None:
             echo("")
         rows = [(s.name, f"{s.nodes_before} -> {s.nodes_after}", human_count(s.flops), human_bytes(s.bytes),
                  human_bytes(s.peak_bytes), f"{s.ms:.2f}") for s in compiled.stats.get(name, [])]
-        batch = compiled.program.meta.get("train", {}).get("batch_size")
-        title = f"entry {name}" + (f" (estimates at batch {batch})" if batch else "")
+        title = f"entry {name} (estimates at batch {reference_batch(compiled.program.meta)})"
         table(["pass", "nodes", "FLOPs", "bytes", "live peak", "ms"], rows, title=title, right=(1, 2, 3, 4, 5))
         plan = compiled.program.entries[name].plan
         if plan:

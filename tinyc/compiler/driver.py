@@ -22,14 +22,13 @@ from ..ir.builder import Tensor, new_graph
 from ..ir.errors import ModelFileError, TinycError
 from ..ir.graph import Graph
 from ..ir.plan import reference_batch
-from ..ir.program import PREDICT_ENTRY, TRAIN_ENTRY, Program
+from ..ir.program import LOSS_OUTPUT, PREDICT_ENTRY, TRAIN_ENTRY, Program, loss_output
 from ..ir.train import Train, optimizer_spec
 from ..ir.version import __version__
 from . import manager
 from .graphutil import live_values
 from .passes.dce import dce
 
-LOSS = "loss"
 ENTRIES = (TRAIN_ENTRY, PREDICT_ENTRY)  # the order compile_graph builds them in
 _counter = itertools.count()
 
@@ -107,16 +106,16 @@ def _train_graph(b, train: Train, loc: str) -> Graph:
         raise ModelFileError(f"the loss must be a float scalar, got {train.loss.type}", loc=loc,
                              hint="reduce it with .mean() or .sum()")
     outputs = dict(train.outputs)
-    if LOSS in outputs:
+    if LOSS_OUTPUT in outputs:
         raise ModelFileError("outputs may not be named 'loss': the loss is always an output", loc=loc)
     for key, t in outputs.items():
         if not isinstance(t, Tensor) or t.builder is not b:
             raise ModelFileError(f"output {key!r} must be a Tensor traced in this model", loc=loc)
     try:
-        meta = {"loss": LOSS, "optimizer": optimizer_spec(train.optimizer), "train": train.defaults()}
+        meta = {"loss": LOSS_OUTPUT, "optimizer": optimizer_spec(train.optimizer), "train": train.defaults()}
     except TinycError as e:  # the settings of tc.Train(...): point at the function that returned it
         raise ModelFileError(e.message, loc=loc, hint=e.hint) from None
-    return b.graph({LOSS: train.loss, **outputs}, meta=meta)
+    return b.graph({LOSS_OUTPUT: train.loss, **outputs}, meta=meta)
 
 
 def _input_deps(graph: Graph, value: str) -> frozenset[str]:
@@ -127,8 +126,8 @@ def _input_deps(graph: Graph, value: str) -> frozenset[str]:
 def split_inputs(graph: Graph) -> tuple[list[str], list[str]]:
     """(data inputs, label inputs) of a traced training graph (rule in the module docstring)."""
     outs = dict(graph.outputs)
-    loss_deps = _input_deps(graph, outs[graph.meta.get("loss", LOSS)])
-    others = [_input_deps(graph, v) for k, v in graph.outputs if k != graph.meta.get("loss", LOSS)]
+    loss_deps = _input_deps(graph, outs[loss_output(graph.meta)])
+    others = [_input_deps(graph, v) for k, v in graph.outputs if k != loss_output(graph.meta)]
     smaller = [d for d in others if d < loss_deps]
     if smaller:
         labels = loss_deps - frozenset().union(*smaller)
@@ -151,7 +150,7 @@ def compile_graph(graph: Graph, on_pass: Callable | None = None) -> tuple[Progra
     train, train_stats = manager.run_entry(TRAIN_ENTRY, graph, manager.DEFAULT_PIPELINE, on_pass=on_pass, batch=batch)
     entries = {TRAIN_ENTRY: train}
     stats = {TRAIN_ENTRY: train_stats}
-    loss = graph.meta.get("loss", LOSS)
+    loss = loss_output(graph.meta)
     label_set = set(labels)
     keep = [(k, v) for k, v in graph.outputs if k != loss and not (_input_deps(graph, v) & label_set)]
     if keep:

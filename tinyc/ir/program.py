@@ -16,6 +16,14 @@ from .plan import MemoryPlan
 # The entries `tinyc compile` makes and the runtime runs, and the learning-rate input the
 # `optimizer` pass adds to the training step (the executor feeds it each step).
 TRAIN_ENTRY, PREDICT_ENTRY, LR_INPUT = "train_step", "predict", "lr"
+# The output holding the loss: what the traced graph's meta["loss"] names (by default "loss");
+# in a compiled train_step it is always "loss".
+LOSS_OUTPUT = "loss"
+
+
+def loss_output(meta: Mapping[str, Any]) -> str:
+    """The name of the output the loss is (meta["loss"], else LOSS_OUTPUT)."""
+    return meta.get("loss", LOSS_OUTPUT)
 
 # The input the `dataparallel` pass adds and the Executor feeds every step: this rank's share of
 # the global batch (local examples / global examples; 1.0 on one rank).

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..ir.errors import CheckpointError, DataError, NumericsError, OutputError, TinycError
 from ..ir.fileio import check_outputs, hold_lock, remove_stale_temps
-from ..ir.program import LR_INPUT, PREDICT_ENTRY, SHARE_INPUT, TRAIN_ENTRY, Program
+from ..ir.program import LOSS_OUTPUT, LR_INPUT, PREDICT_ENTRY, SHARE_INPUT, TRAIN_ENTRY, Program
 from ..ir.train import SCHEDULES, train_defaults_problem
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .datasets import bind, epoch_order
@@ -330,7 +330,7 @@ class Trainer:
                 out = self.executor.train_step(feeds, lr, share)
             except NumericsError as e:  # --check-numerics caught it in this very step
                 raise self._non_finite(epoch, i, f"a non-finite value appeared: {e.message}", e.loc) from None
-            loss = float(out["loss"])
+            loss = float(out[LOSS_OUTPUT])
             if not math.isfinite(loss):
                 self._explain_non_finite(epoch, order, snapshots, i, f"loss became {loss}")
             self.state.step += 1

@@ -24,10 +24,9 @@ from typing import Any
 from ...ir.builder import Builder, Tensor
 from ...ir.errors import IRError
 from ...ir.graph import Graph
-from ...ir.program import SHARE_INPUT
+from ...ir.program import SHARE_INPUT, loss_output
 from . import register_pass
-from .autodiff import GRAD_SEED
-from .optimizer import GRAD_PREFIX
+from .autodiff import GRAD_PREFIX, GRAD_SEED
 
 NOTE = "dataparallel"
 
@@ -86,7 +85,7 @@ def dataparallel(graph: Graph) -> Graph:
             if not (seeded and name.startswith(GRAD_PREFIX)):  # s_r x_r, summed over r: the global value
                 x = x * (share if x.dtype == share.dtype else b.apply("cast", [share], dtype=x.dtype))
             by_dtype.setdefault(x.dtype, []).append((name, x, where))
-    loss = producers.get(outputs.get(graph.meta.get("loss", "loss"), ""))
+    loss = producers.get(outputs.get(loss_output(graph.meta), ""))
     for weighted in by_dtype.values():
         with b.at(loss.loc if loss else "", NOTE):
             total = b.apply("allreduce", [b.apply("flat_concat", [x for _, x, _ in weighted])])

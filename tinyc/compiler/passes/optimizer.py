@@ -16,8 +16,8 @@ from ...ir.errors import IRError
 from ...ir.graph import OPTIMIZER_NOTE, Graph, Param
 from ...ir.program import LR_INPUT  # the executor feeds it: one name for both
 from . import register_pass
+from .autodiff import GRAD_PREFIX
 
-GRAD_PREFIX = "grad."
 STEP_STATE = "optim.step"
 
 
