@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import IRError
 from .graph import Graph
 from .plan import MemoryPlan
 
@@ -50,8 +51,6 @@ class Program:
     __hash__ = None
 
     def entry(self, name: str) -> Entry:
-        from .errors import IRError
-
         if name not in self.entries:
             raise IRError(f"program has no entry {name!r}; it has {', '.join(self.entries) or 'none'}")
         return self.entries[name]
