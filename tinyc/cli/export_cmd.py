@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from ..ir.fileio import atomic_write, check_outputs
+from ..ir.types import format_shape
 from .errors import DebugOption, EntryOption, handles_errors, opt
 from .output import echo, human_bytes
 from .session import load_or_compile
@@ -60,7 +61,7 @@ def _raw_type(i) -> str:
     """What the ONNX model takes: the raw data when the input declares preprocessing."""
     if not i.preprocess:
         return str(i.type)
-    return f"{i.preprocess['raw']}[{','.join(map(str, i.type.shape))}]"
+    return f"{i.preprocess['raw']}{format_shape(i.type.shape)}"
 
 
 def register(app: typer.Typer) -> None:

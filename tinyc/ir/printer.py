@@ -22,7 +22,7 @@ from .graph import Graph, Node, Param
 from .numfmt import human_bytes, short_float
 from .preprocess import describe
 from .program import Program
-from .types import dtype_of_numpy
+from .types import dtype_of_numpy, format_shape
 
 _COMMENT_COLUMN = 56
 
@@ -87,4 +87,4 @@ def format_program(p: Program) -> str:
 
 
 def _array_type(a) -> str:
-    return f"{dtype_of_numpy(a.dtype)}[{','.join(map(str, a.shape))}]"
+    return f"{dtype_of_numpy(a.dtype)}{format_shape(a.shape)}"

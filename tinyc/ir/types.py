@@ -32,14 +32,18 @@ MAX_RANK = 32
 MAX_ELEMENTS = 2**31  # per tensor, symbols (the batch) counted as 1
 
 
+def format_shape(shape) -> str:
+    """`[B,16,64]`: how a shape is written everywhere (types, errors, reports)."""
+    return "[" + ",".join(map(str, shape)) + "]"
+
+
 def size_problem(shape: Shape) -> str:
     """Why a shape is past the limit (`shape [..]: 10^12 elements ...`), or "" if it is not."""
     if len(shape) > MAX_RANK:
         return f"shape has rank {len(shape)} (at most {MAX_RANK})"
     numel = math.prod(d for d in shape if isinstance(d, int))
     if numel > MAX_ELEMENTS:
-        dims = ",".join(map(str, shape))
-        return f"shape [{dims}] has {numel:,} elements at batch 1 (at most {MAX_ELEMENTS:,} per tensor)"
+        return f"shape {format_shape(shape)} has {numel:,} elements at batch 1 (at most {MAX_ELEMENTS:,} per tensor)"
     return ""
 NUMPY_TO_DTYPE = {v: k for k, v in DTYPES.items()}
 
@@ -72,7 +76,7 @@ class TensorType:
             raise ShapeError(problem, hint="tinyc keeps every tensor under 2^31 elements; is a dim too large?")
 
     def __str__(self) -> str:
-        return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
+        return f"{self.dtype}{format_shape(self.shape)}"
 
     __repr__ = __str__
 
@@ -144,7 +148,7 @@ def broadcast_shapes(*shapes: Shape) -> Shape:
             else:
                 raise ShapeError(
                     "cannot broadcast "
-                    + " with ".join(f"[{','.join(map(str, s))}]" for s in shapes)
+                    + " with ".join(format_shape(s) for s in shapes)
                     + f": dim {i - rank} is {chosen} in one and {d} in another"
                 )
         out.append(chosen)

@@ -19,7 +19,7 @@ from .graph import Graph, Node
 from .ops import OPS, canonical_attrs, infer_type
 from .printer import format_node
 from .program import Program
-from .types import DTYPES, TensorType, dtype_of_numpy
+from .types import DTYPES, TensorType, dtype_of_numpy, format_shape
 
 _CONTEXT = 3  # IR lines shown on each side of a bad node
 _KINDS = ("param", "state")
@@ -140,7 +140,7 @@ def _check_node(node: Node, types: Mapping[str, TensorType], constants: Mapping[
         arr = constants[name]
         if not isinstance(arr, np.ndarray) or arr.dtype not in DTYPES.values():
             return f"constant {name!r} is not an array of an IR dtype", ""
-        got = f"{dtype_of_numpy(arr.dtype)}[{','.join(map(str, arr.shape))}]"
+        got = f"{dtype_of_numpy(arr.dtype)}{format_shape(arr.shape)}"
         if got != str(node.type):
             return f"constant {name!r} holds {got}, but the node says {node.type}", ""
     return None

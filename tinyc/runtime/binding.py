@@ -16,16 +16,12 @@ import numpy as np
 from ..ir.errors import DataError, IRError, ShapeError
 from ..ir.graph import Graph, Input, Node
 from ..ir.ops import OPS
-from ..ir.types import TensorType, resolve_shape
+from ..ir.types import TensorType, format_shape, resolve_shape
 from .feeds import prepare
 
 # NumPy kinds of data each kind of input takes (cast on the way in): floats take any number,
 # integers take integers, bools only bools.
 FEEDABLE_KINDS = {"f": "fiu", "i": "iu", "b": "b"}
-
-
-def format_shape(shape: Sequence) -> str:
-    return "[" + ",".join(str(d) for d in shape) + "]"
 
 
 def bind_feeds(inputs: Sequence[Input], feeds: Mapping[str, Any], required: Collection[str] | None = None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,9 @@ from ..ir.errors import CheckpointError, IRError, NumericsError, TinycError
 from ..ir.graph import Graph, Node
 from ..ir.plan import check_plan
 from ..ir.program import LR_INPUT, PREDICT_ENTRY, SHARE_INPUT, TRAIN_ENTRY, Entry, Program
+from ..ir.types import format_shape
 from .arena import arena_layout
-from .binding import bind_feeds, format_shape, resolve_attrs
+from .binding import bind_feeds, resolve_attrs
 from .checkpoint import read_weights, save_weights
 from .comm import in_place_sum
 from .init import init_param

@@ -15,9 +15,9 @@ import numpy as np
 
 from tinyc.ir.errors import DataError, IRError, ShapeError, TinycError
 from tinyc.ir.graph import Graph, Node, live_values
-from tinyc.ir.types import TensorType
+from tinyc.ir.types import TensorType, format_shape
 
-from .binding import bind_feeds, format_shape, resolve_attrs, resolve_dims
+from .binding import bind_feeds, resolve_attrs, resolve_dims
 from .init import init_param
 from .kernels import KERNELS
 

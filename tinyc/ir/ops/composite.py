@@ -6,7 +6,7 @@ or a decomposition-derived one (their backward ops). Assembled into `OPS` by `ti
 from __future__ import annotations
 
 from ..errors import IRError, ShapeError
-from ..types import TensorType
+from ..types import TensorType, format_shape
 from .schema import Attr, defop, require_float, scaled_flops
 
 
@@ -36,7 +36,7 @@ def softmax_cross_entropy(logits: TensorType, labels: TensorType, reduction: str
         raise IRError(f"softmax_cross_entropy: labels must be i64 class indices, got {labels}")
     if logits.rank < 1 or tuple(logits.shape[:-1]) != tuple(labels.shape):
         raise ShapeError(
-            f"softmax_cross_entropy: logits {logits} need labels of shape [{','.join(map(str, logits.shape[:-1]))}],"
+            f"softmax_cross_entropy: logits {logits} need labels of shape {format_shape(logits.shape[:-1])},"
             f" got {labels}"
         )
     if reduction not in ("mean", "sum", "none"):

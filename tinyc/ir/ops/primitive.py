@@ -6,7 +6,7 @@ Named sets (`ELEMENTWISE`, `COMMUTATIVE`, ...) sit beside the schemas for rewrit
 from __future__ import annotations
 
 from ..errors import IRError, ShapeError
-from ..types import Dim, TensorType, broadcast_shapes, symbolic_numel
+from ..types import Dim, TensorType, broadcast_shapes, format_shape, symbolic_numel
 from .schema import (
     Attr, broadcast, defop, elementwise_flops, matmul_flops, reduce_flops, require_float, same_dtype,
 )
@@ -125,11 +125,11 @@ def resolve_reshape(src: tuple[Dim, ...], shape: tuple[Dim, ...]) -> tuple[Dim, 
     t_known, t_syms = symbolic_numel(tuple(d for d in shape if d != -1))
     if wild:
         if t_syms - syms or (t_known and known % t_known) or t_known == 0:
-            raise ShapeError(f"reshape: cannot reshape [{','.join(map(str, src))}] into [{','.join(map(str, shape))}]")
+            raise ShapeError(f"reshape: cannot reshape {format_shape(src)} into {format_shape(shape)}")
         rest = syms - t_syms
         if rest and known // t_known != 1:
             raise ShapeError(
-                f"reshape: -1 in [{','.join(map(str, shape))}] would mix {' * '.join(rest)} with {known // t_known}",
+                f"reshape: -1 in {format_shape(shape)} would mix {' * '.join(rest)} with {known // t_known}",
                 hint="name the symbolic dim explicitly, e.g. reshape(x, ('B', -1))",
             )
         fill: Dim = next(iter(rest)) if rest else known // t_known
@@ -137,7 +137,7 @@ def resolve_reshape(src: tuple[Dim, ...], shape: tuple[Dim, ...]) -> tuple[Dim, 
             raise ShapeError(f"reshape: -1 would stand for a product of symbols {dict(rest)}")
         shape = tuple(fill if d == -1 else d for d in shape)
     elif (known, syms) != symbolic_numel(shape):
-        raise ShapeError(f"reshape: cannot reshape [{','.join(map(str, src))}] into [{','.join(map(str, shape))}]: sizes differ")
+        raise ShapeError(f"reshape: cannot reshape {format_shape(src)} into {format_shape(shape)}: sizes differ")
     return tuple(shape)
 
 
@@ -154,7 +154,7 @@ def broadcast_to(x: TensorType, shape: tuple[Dim, ...]) -> TensorType:
         raise ShapeError(f"broadcast_to: -1 is not allowed in {list(shape)}")
     got = broadcast("broadcast_to", x, TensorType(x.dtype, shape))
     if tuple(got) != tuple(shape):
-        raise ShapeError(f"broadcast_to: cannot broadcast {x} to [{','.join(map(str, shape))}]")
+        raise ShapeError(f"broadcast_to: cannot broadcast {x} to {format_shape(shape)}")
     return x.with_shape(shape)
 
 
