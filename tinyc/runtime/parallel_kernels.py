@@ -14,8 +14,9 @@ import numpy as np
 
 def allreduce(x: np.ndarray, out: np.ndarray | None = None,
               reduce: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
-    out = np.array(x) if out is None else out
-    if out is not x:
+    if out is None:
+        out = np.array(x)
+    elif out.__array_interface__["data"] != x.__array_interface__["data"]:  # not planned in place
         np.copyto(out, x)
     if reduce is not None:
         reduce(out)  # sums `out` over the ranks, in place
