@@ -14,7 +14,31 @@ from ..ir.version import __version__
 from . import compile_cmd, export_cmd, inspect_cmd, predict_cmd, train_cmd
 from .errors import set_debug
 
-app = typer.Typer(
+class _Command(typer.Typer):
+    """The app as a process runs it (console script, `python -m tinyc`): a closed output pipe
+    ends it as it ends every Unix tool, by SIGPIPE (the shell sees 141), quietly, wherever the
+    write happens: help text, a table, a model file's print. Python ignores SIGPIPE and raises
+    BrokenPipeError instead, which click turns into exit 1 and model code into a model error.
+    Tests run the app through CliRunner, which does not come here (their process keeps Python's
+    handling; `errors.handles_errors` maps BrokenPipeError to 141 there)."""
+
+    def __call__(self, *args, **kwargs):
+        restore_sigpipe()
+        return super().__call__(*args, **kwargs)
+
+
+def restore_sigpipe() -> None:
+    """SIGPIPE back to its default action (die quietly), as a C program has it."""
+    import signal
+
+    if hasattr(signal, "SIGPIPE"):
+        try:
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        except ValueError:  # not the main thread: keep Python's handling
+            pass
+
+
+app = _Command(
     name="tinyc",
     help="tinyc: a small deep-learning graph compiler (model.py -> .ir -> NumPy training).",
     no_args_is_help=True,

@@ -51,7 +51,7 @@ def _import_model(path: str):
     except SyntaxError as e:
         where = os.path.basename(e.filename or path)
         raise ModelFileError(f"syntax error: {e.msg}", loc=f"{where}:{e.lineno or 1}") from None
-    except TinycError:
+    except (TinycError, BrokenPipeError):  # a closed stdout is the reader's doing, not the model's
         raise
     except (Exception, SystemExit) as e:
         raise _user_error(path, e, "importing the model file") from e
@@ -88,7 +88,7 @@ def trace_model_file(path: str, entry: str = "model") -> tuple[Graph, Train]:
         line = getattr(getattr(fn, "__code__", None), "co_firstlineno", 1)
         try:
             train = fn()
-        except TinycError:
+        except (TinycError, BrokenPipeError):
             raise
         except (Exception, SystemExit) as e:
             raise _user_error(path, e, f"calling {entry}()") from e
