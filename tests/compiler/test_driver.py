@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 
 import numpy as np
@@ -184,3 +185,15 @@ def test_bytes_do_not_depend_on_the_hash_seed(model_file):
     digests = {subprocess.run([sys.executable, "-c", code, model_file], capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
     assert len(digests) == 1
+
+
+def test_a_model_file_name_that_is_not_utf8_compiles_and_is_shown_readably(tmp_path):
+    from tests.cli.test_cli import TINY_MODEL
+    from tinyc.ir.codec import decode_program, encode_program
+
+    path = os.fsdecode(bytes(tmp_path) + b"/mod\xff.py")  # a Latin-1 name on a UTF-8 system
+    with open(path, "w") as f:
+        f.write(TINY_MODEL)
+    program = decode_program(encode_program(compile_file(path)[0]))
+    assert program.meta["model"] == "mod\ufffd.py"
+    assert {n.loc.split(":")[0] for e in program.entries.values() for n in e.graph.nodes if n.loc} == {"mod\ufffd.py"}

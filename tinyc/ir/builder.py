@@ -25,6 +25,14 @@ from .types import TensorType, dtype_of_numpy
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
+def file_label(path: str) -> str:
+    """A file's name as the IR and messages record it: its base name, as valid text. A name that
+    is not UTF-8 (bytes decoded with surrogates by Python) shows U+FFFD where a byte was invalid,
+    rather than making the program unencodable."""
+    name = os.path.basename(path)
+    return os.fsencode(name).decode("utf-8", "replace")
+
+
 def user_location(depth: int = 1) -> str:
     """`file.py:LINE` of the innermost frame outside the tinyc package.
 
@@ -35,7 +43,7 @@ def user_location(depth: int = 1) -> str:
     while frame is not None:
         path = frame.f_code.co_filename
         if not path.startswith(_PKG_DIR) and not path.startswith("<frozen"):
-            return f"{os.path.basename(path)}:{frame.f_lineno}"
+            return f"{file_label(path)}:{frame.f_lineno}"
         frame = frame.f_back
     return ""
 

