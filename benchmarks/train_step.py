@@ -40,6 +40,7 @@ from models_tinyc import CONFIGS, ENTRIES
 LOSS_TOL = 1e-4
 TORCH_VARIANTS = {"torch-mha": "mha", "torch-manual": "manual"}  # system -> models_torch attention
 SYSTEMS = ("tinyc", *TORCH_VARIANTS)
+BASELINE = "tinyc-blas"  # --baseline: tinyc with whole kernels and BLAS threads (what did not win)
 
 
 def _rss_mib() -> float:
@@ -77,10 +78,21 @@ def _matmul_flops(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     return 2 * int(np.prod(batch, dtype=np.int64)) * a[-2] * a[-1] * b[-1]
 
 
-def worker_tinyc(config: str, folder: str, steps: int, warmup: int, profile: bool) -> dict:
+def _blas_threaded() -> None:
+    """tinyc as it ran before row blocks: whole kernels, BLAS at THREADS threads (`tinyc-blas`)."""
+    from tinyc.runtime import executor, parallel, threads
+
+    parallel.split = lambda *args, **kwargs: None
+    executor.blas_threads = lambda n: threads.blas_threads(THREADS)
+
+
+def worker_tinyc(config: str, folder: str, steps: int, warmup: int, profile: bool, blas: bool = False) -> dict:
     from tinyc.compiler.driver import compile_graph, trace_model_file
     from tinyc.runtime.executor import Executor
     from tinyc.runtime.profile import profile_train_steps
+
+    if blas:
+        _blas_threaded()
 
     cfg = CONFIGS[config]
     start = time.perf_counter()
@@ -123,7 +135,7 @@ def worker_torch(config: str, folder: str, steps: int, warmup: int, attention: s
 
 def _run_worker(system: str, args, folder: str) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--config", args.config, "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--worker", system, "--dir", folder] + (["--profile"] if args.profile else [])
+           "--warmup", str(args.warmup), "--worker", system, "--dir", folder] + (["--profile"] if args.profile and system == "tinyc" else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{system} worker failed:\n{proc.stderr}")
@@ -179,6 +191,7 @@ def _merge(total: dict | None, new: dict) -> dict:
 def run(args) -> dict:
     batch = CONFIGS[args.config]["batch"]
     systems = SYSTEMS if not args.no_torch and _torch_available() else ("tinyc",)
+    systems += (BASELINE,) if args.baseline else ()
     res: dict[str, dict | None] = dict.fromkeys(systems)
     # The systems take turns, round after round, so that load from elsewhere on a shared machine
     # falls on all of them; the median is taken over the steps of all rounds.
@@ -200,7 +213,11 @@ def run(args) -> dict:
         "torch_ms": None, "torch_examples_s": None, "torch_rss_mib": None, "torch_loss0": None, "ratio": None,
         "rss_ratio": None, "loss_diff": None, "loss_ok": None, "torch": {},
     }
-    for system in systems[1:]:
+    if args.baseline:
+        base = res[BASELINE]
+        base_ms = float(np.median(base["times"])) * 1e3
+        result["baseline"] = {"ms": base_ms, "ratio": tinyc_ms / base_ms, "loss0": base["loss0"]}
+    for system in (s for s in systems[1:] if s != BASELINE):
         r = res[system]
         ms = float(np.median(r["times"])) * 1e3
         diff = abs(tiny["loss0"] - r["loss0"])
@@ -226,6 +243,9 @@ def _report(r: dict) -> str:
     for system, t in r["torch"].items():
         lines.append(f"{system:14}{t['ms']:>10.2f}{t['examples_s']:>12.0f}{t['rss_mib']:>14.1f}{t['vs_limit']:>9.2f}"
                      f"{t['ratio']:>11.2f}x")
+    if r.get("baseline"):
+        b = r["baseline"]
+        lines.append(f"{BASELINE:14}{b['ms']:>10.2f}{'':35}{b['ratio']:>11.2f}x  (whole kernels, BLAS threads)")
     if r["torch"]:
         lines.append(f"ratio tinyc / faster PyTorch: time {r['ratio']:.2f}x, peak RSS {r['rss_ratio']:.2f}x")
         verdict = "ok" if r["loss_ok"] else f"MISMATCH (> {LOSS_TOL})"
@@ -255,14 +275,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=THREADS, help="threads of each system (default 2)")
     p.add_argument("--contention", type=int, default=0, metavar="N", help="busy-loop processes running beside")
     p.add_argument("--profile", action="store_true", help="time tinyc's step op by op")
-    p.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
+    p.add_argument("--baseline", action="store_true",
+                   help=f"also run {BASELINE}: tinyc with whole kernels and BLAS at --threads threads")
+    p.add_argument("--worker", choices=(*SYSTEMS, BASELINE), help=argparse.SUPPRESS)
     p.add_argument("--dir", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads != THREADS:  # re-exec so NumPy's BLAS starts with the requested thread count
         os.environ["TINYC_BENCH_THREADS"] = str(args.threads)
         os.execv(sys.executable, [sys.executable, os.path.abspath(__file__), *(argv if argv is not None else sys.argv[1:])])
-    if args.worker == "tinyc":
-        print(json.dumps(worker_tinyc(args.config, args.dir, args.steps, args.warmup, args.profile)))
+    if args.worker in ("tinyc", BASELINE):
+        print(json.dumps(worker_tinyc(args.config, args.dir, args.steps, args.warmup, args.profile,
+                                      blas=args.worker == BASELINE)))
         return
     if args.worker:
         print(json.dumps(worker_torch(args.config, args.dir, args.steps, args.warmup, TORCH_VARIANTS[args.worker])))
