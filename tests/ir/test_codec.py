@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tinyc as tc
+from tinyc.compiler.passes.memplan import make_plan
 from tinyc.ir.codec import (
     FORMAT_VERSION,
     decode_graph,
@@ -24,7 +25,6 @@ from tinyc.ir.codec import (
     load_program,
     save_program,
 )
-from tinyc.compiler.passes.memplan import make_plan
 from tinyc.ir.errors import IRFormatError
 from tinyc.ir.plan import MemoryPlan
 from tinyc.ir.program import Entry, Program

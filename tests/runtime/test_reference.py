@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import tinyc as tc
-from tinyc.runtime.init import init_params
 from tinyc.ir.program import Entry, Program
 from tinyc.runtime.binding import bind_feeds
 from tinyc.runtime.executor import Executor
+from tinyc.runtime.init import init_params
 from tinyc.runtime.reference import make_function, run_graph
 
 RNG = np.random.default_rng(0)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from ..ir.errors import IRError
 from ..ir.graph import Graph
 from ..ir.numfmt import human_bytes, human_count
+from ..ir.ops import schema
 from ..ir.plan import MemoryPlan
 from ..ir.program import Entry
-from ..ir.ops import schema
 from .graphutil import peak_live_bytes
 from .passes import load_all
 

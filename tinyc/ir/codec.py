@@ -28,7 +28,16 @@ import msgpack
 import numpy as np
 
 from .docfields import (
-    check_dict, check_fields, check_int, check_list, check_plain_dict, check_str, check_symbol, fail, kind_of, short_repr,
+    check_dict,
+    check_fields,
+    check_int,
+    check_list,
+    check_plain_dict,
+    check_str,
+    check_symbol,
+    fail,
+    kind_of,
+    short_repr,
 )
 from .errors import IRError, IRFormatError
 from .fileio import atomic_write
@@ -39,8 +48,8 @@ from .preprocess import check_rule
 from .program import Entry, Program
 from .train import program_meta_problem
 from .types import DTYPES, MAX_ELEMENTS, MAX_RANK, TensorType, size_problem
-from .version import __version__
 from .verify import verify
+from .version import __version__
 
 FORMAT = "tinyc.ir"
 FORMAT_VERSION = 1

@@ -42,8 +42,7 @@ from typing import Any
 from ...ir.arena import buffer_sizes, pack  # the executor's own packing, so the plan reports what it allocates
 from ...ir.graph import Graph, Node
 from ...ir.plan import MemoryPlan, reference_batch
-# facts of the kernels the plan relies on (the executor checks each view and copies where NumPy would)
-from ...runtime.kernels import COPIES, GEMMS, INPLACE_INPUTS, INPLACE_SAFE, PACKING, VIEW_OPS
+from ...runtime.kernels import COPIES, GEMMS, INPLACE_INPUTS, INPLACE_SAFE, PACKING, VIEW_OPS  # kernel facts
 from . import register_pass
 
 

@@ -22,6 +22,7 @@ from ...ir.plan import DEFAULT_BATCH, reference_batch
 from ..graphutil import check_acyclic, peak_live_bytes, value_sizes
 from . import register_pass
 
+
 def greedy_order(graph: Graph, batch: int = DEFAULT_BATCH, sizes: dict[str, int] | None = None) -> list[Node]:
     """The memory-greedy topological order of `graph.nodes` (see the module docstring)."""
     nodes = graph.nodes

@@ -12,7 +12,7 @@ data parallelism (`parallel.py`). This package assembles them, in that order.
 """
 
 # each family registers its ops into OPS on import; this order is the table's order
-from . import primitive  # noqa: I001
+from . import primitive  # noqa: F401, I001
 from . import composite, fused, parallel  # noqa: F401
 from .fused import FUSED
 from .primitive import (

@@ -8,9 +8,15 @@ from __future__ import annotations
 from ..errors import IRError, ShapeError
 from ..types import Dim, TensorType, broadcast_shapes, format_shape, symbolic_numel
 from .schema import (
-    Attr, broadcast, defop, elementwise_flops, matmul_flops, reduce_flops, require_float, same_dtype,
+    Attr,
+    broadcast,
+    defop,
+    elementwise_flops,
+    matmul_flops,
+    reduce_flops,
+    require_float,
+    same_dtype,
 )
-
 
 # --------------------------------------------------------------------------- elementwise
 
