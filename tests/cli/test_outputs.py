@@ -86,3 +86,10 @@ def test_compile_writes_into_a_fifo(work, tmp_path):
     reader.join(10)
     assert result.exit_code == 0, result.output
     assert got == [(work / "mlp.ir").read_bytes()] and fifo.is_fifo()
+
+
+def test_a_dump_dir_that_is_a_file_is_refused_before_compiling(work, tmp_path):
+    (tmp_path / "dumps").write_text("not a folder")
+    result = invoke("compile", work / "mlp.py", "-o", tmp_path / "m.ir", "--dump-dir", tmp_path / "dumps" / "x")
+    assert_one_line_error(result, f"cannot write into --dump-dir {tmp_path / 'dumps' / 'x'}")
+    assert not (tmp_path / "m.ir").exists() and (tmp_path / "dumps").read_text() == "not a folder"
