@@ -49,7 +49,7 @@ def prepare(name: str, value: Any, t: TensorType, rule: Mapping[str, Any],
     if kind == "f" and rule:
         lo, hi = preprocess.value_range(rule)
         slack = RANGE_SLACK * (hi - lo)
-        amin, amax = float(a.min()), float(a.max())
+        amin, amax = float(a.min()) + 0.0, float(a.max()) + 0.0  # + 0.0: no "-0" in messages
         if amin < lo - slack or amax > hi + slack:
             raise DataError(
                 f"input {name!r}: {a.dtype} values from {amin:g} to {amax:g}, but its preprocessing "
