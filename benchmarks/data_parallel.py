@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, HERE)
 from models_tinyc import CONFIGS, ENTRIES  # noqa: E402
+from train_step import _time_steps as _time  # noqa: E402  (first result, then timed steps)
 
 SYSTEMS = ("1 proc x 2 thr", "2 ranks x 1 thr", "torch x 2 thr")  # and "1 proc, no dp pass" from the first
 NETWORKS = {"10 Gb/s Ethernet": (1.25e9, 20e-6), "100 Gb/s InfiniBand": (12.5e9, 2e-6)}  # bytes/s, latency s
@@ -47,18 +48,6 @@ def _feeds(config: str) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1234)
     batch = CONFIGS[config]["batch"]
     return {"image": rng.random((batch, 28, 28), dtype=np.float32), "label": rng.integers(0, 10, batch).astype(np.int64)}
-
-
-def _time(step, steps: int, warmup: int) -> tuple[float, list[float]]:
-    first = step()
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return first, times
 
 
 def _compile(config: str, dp_pass: bool = True):

@@ -23,7 +23,6 @@ import numpy as np
 # Environment variables by which launchers tell a process the size of its job (MPICH/hydra and
 # PMI-2 under srun: PMI_SIZE; Open MPI: OMPI_COMM_WORLD_SIZE; MVAPICH: MV2_COMM_WORLD_SIZE).
 WORLD_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
 
 
 def launched_size(environ: dict[str, str] | None = None) -> int:
@@ -34,16 +33,6 @@ def launched_size(environ: dict[str, str] | None = None) -> int:
         if value.isdigit():
             return int(value)
     return 1
-
-
-def launched_rank(environ: dict[str, str] | None = None) -> int:
-    """This process's rank as its launcher announced it (0 if none); known before MPI starts."""
-    env = os.environ if environ is None else environ
-    for var in RANK_VARS:
-        value = env.get(var, "")
-        if value.isdigit():
-            return int(value)
-    return 0
 
 
 def mpi_world() -> Any | None:
