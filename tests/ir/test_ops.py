@@ -3,7 +3,7 @@
 import pytest
 
 from tinyc.ir.errors import IRError, ShapeError
-from tinyc.ir.ops import OPS, canonical_attrs, infer_type
+from tinyc.ir.ops import COMPOSITE, FUSED, OPS, canonical_attrs, infer_type
 from tinyc.ir.types import TensorType, broadcast_shapes, parse_type
 
 
@@ -159,6 +159,20 @@ def test_canonical_attrs_normalise_axes():
     assert canonical_attrs("sum", x, {"axes": None}) == {"axes": (0, 1, 2), "keepdims": False}
     assert canonical_attrs("transpose", x, {}) == {"perm": (2, 1, 0)}
     assert canonical_attrs("softmax", x, {}) == {"axis": 2}
+    # op-specific defaults declared in the schemas: squeeze drops the unit dims, expand_dims
+    # counts the result's dims
+    assert canonical_attrs("squeeze", [T("f32[1,B,1]")], {}) == {"axes": (0, 2)}
+    assert canonical_attrs("expand_dims", x, {"axis": -1}) == {"axis": 3}
+    with pytest.raises(ShapeError, match="axis 4 is out of range for rank 4"):
+        canonical_attrs("expand_dims", x, {"axis": 4})
+
+
+def test_op_families_partition_the_registry():
+    families = {name: s.family for name, s in OPS.items()}
+    assert set(families.values()) == {"primitive", "composite", "fused", "parallel"}
+    assert set(COMPOSITE) == {n for n, f in families.items() if f == "composite"}
+    assert set(FUSED) == {n for n, f in families.items() if f == "fused"}
+    assert not any(OPS[n].differentiable for n in FUSED)  # fuse runs after autodiff
 
 
 @pytest.mark.parametrize(

@@ -14,13 +14,13 @@ data parallelism (`parallel.py`). This package assembles them, in that order.
 # each family registers its ops into OPS on import; this order is the table's order
 from . import primitive  # noqa: F401, I001
 from . import composite, fused, parallel  # noqa: F401
-from .fused import FUSED
 from .primitive import (
     COMMUTATIVE, COMPARISONS, ELEMENTWISE, ELEMENTWISE_BINARY, FORMER_NAMES, REDUCTIONS, UNARY, resolve_reshape,
 )
 from .schema import OPS, OPSET_VERSION, Attr, OpSchema, canonical_attrs, defop, infer_type, schema
 
 COMPOSITE = tuple(name for name, s in OPS.items() if s.composite)
+FUSED = tuple(name for name, s in OPS.items() if s.family == "fused")
 EFFECTFUL = frozenset(name for name, s in OPS.items() if s.effectful)
 
 __all__ = [

@@ -139,6 +139,3 @@ def concat(a: TensorType, b: TensorType, axis: int) -> TensorType:
         raise ShapeError(f"concat: {a} and {b} differ outside axis {axis}, or it is symbolic")
     return a.with_shape(a.shape[:axis] + (da + db,) + a.shape[axis + 1:])
 
-
-FUSED = ("matmul_t", "matmul_t_sum", "matmul_bias", "relu_grad", "affine", "layer_norm_grad_scaled", "axpby",
-         "adam_param", "concat", "layer_norm_affine", "layer_norm_gain_grad")

@@ -52,6 +52,7 @@ class OpSchema:
     variadic: bool = False  # the last input may repeat (one or more values)
     flops: Callable[[list, tuple, dict], int] = field(default=lambda ins, out, attrs: 0)
     doc: str = ""
+    family: str = ""  # the module of tinyc.ir.ops that declares it: primitive, composite, fused, parallel
 
 
 OPS: dict[str, OpSchema] = {}
@@ -76,6 +77,7 @@ def defop(name, inputs=(), attrs=None, since=1, differentiable=True, composite=F
             variadic=variadic,
             flops=flops or (lambda ins, out, a: 0),
             doc=(rule.__doc__ or "").strip().splitlines()[0] if rule.__doc__ else "",
+            family=rule.__module__.rpartition(".")[2],
         )
         return rule
 
