@@ -267,3 +267,10 @@ def test_cycle_finder_sees_a_circle(tmp_path, monkeypatch):
     assert import_cycle("ir") == []
     (pkg / "b.py").write_text("x = 1\nfrom .a import y\n")  # at the bottom, as ops.py once did
     assert sorted(import_cycle("ir")[:2]) == ["tinyc.ir.a", "tinyc.ir.b"]
+
+
+def test_the_command_line_starts_without_matplotlib():
+    # `tinyc plot` and `run --plot` import it when they draw, never at start-up (it is an optional extra)
+    script = "import sys, tinyc.cli.main, tinyc.cli.plot_cmd; assert 'matplotlib' not in sys.modules; print('ok')"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from ..ir.version import __version__
-from . import compile_cmd, export_cmd, inspect_cmd, predict_cmd, train_cmd
+from . import compile_cmd, export_cmd, inspect_cmd, plot_cmd, predict_cmd, train_cmd
 from .errors import set_debug
 
 class _Command(typer.Typer):
@@ -64,5 +64,5 @@ def main(
     set_debug(debug)
 
 
-for _module in (compile_cmd, inspect_cmd, train_cmd, predict_cmd, export_cmd):
+for _module in (compile_cmd, inspect_cmd, train_cmd, predict_cmd, export_cmd, plot_cmd):
     _module.register(app)

@@ -14,9 +14,10 @@ import typer
 
 from ..ir.fileio import check_outputs
 from ..ir.train import SCHEDULES
-from .errors import INTERRUPTED, DebugOption, EntryOption, handles_errors, opt
+from .errors import INTERRUPTED, DebugOption, EntryOption, fail, handles_errors, opt
 from .launch import abort, join, relaunch
 from .output import echo, table
+from .plot_cmd import PlotEachEpoch, check_plot_path
 from .progress import make_reporter
 from .session import load_or_compile
 from .views import param_count
@@ -86,6 +87,10 @@ def run(
         int | None, opt("--log-every", "Steps between step rows of --metrics-out (default: ~100 rows per epoch).",
                         min=1, metavar="N")
     ] = None,
+    plot: Annotated[
+        Path | None, opt("--plot", "Redraw training curves (.png or .svg) after every epoch; needs --metrics-out.",
+                         metavar="FILE")
+    ] = None,
     check_numerics: Annotated[
         bool, typer.Option("--check-numerics", help="Check every node for NaN/Inf at every step.")
     ] = False,
@@ -101,6 +106,10 @@ def run(
     from ..runtime.threads import resolve_threads
     from ..runtime.trainer import Reporter, RunConfig, Trainer
 
+    if plot is not None:
+        check_plot_path(plot)
+        if metrics_out is None:
+            raise fail("--plot draws from the metrics file: add --metrics-out FILE")
     if procs is not None and procs > 1:
         relaunch(procs)
     comm, local_ranks = join()
@@ -108,7 +117,8 @@ def run(
     say = echo if root else _quiet
     threads = resolve_threads(threads, share=local_ranks)  # a bad $TINYC_NUM_THREADS is refused before any work
     if root:
-        check_outputs([("--checkpoint", checkpoint), ("--metrics-out", metrics_out)], inputs=[model])
+        check_outputs([("--checkpoint", checkpoint), ("--metrics-out", metrics_out), ("--plot", plot)],
+                      inputs=[model])
     program = load_or_compile(model, entry).program
     config = RunConfig.from_program(
         program,
@@ -131,6 +141,8 @@ def run(
     )
     dataset = _load_data_once(data, data_dir, comm)
     reporter = make_reporter() if root else Reporter()  # silent
+    if plot is not None and root:
+        reporter = PlotEachEpoch(reporter, metrics_out, plot)
     trainer = Trainer(program, dataset.train, dataset.test, config, reporter, comm=comm)
     params = param_count(program.entry("train_step").graph)[1]
     ranks = f" on {comm.Get_size()} ranks x {threads} threads" if comm is not None else ""

@@ -1,0 +1,97 @@
+"""`tinyc plot`: a real image from synthetic metrics files, and the errors around it."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.cli.test_cli import error_lines, invoke
+from tests.cli.test_run import work  # noqa: F401 (fixture)
+from tinyc.cli.plot_cmd import DPI, SIZE_IN, smooth
+
+pytest.importorskip("matplotlib")  # the `plot` extra; CI installs it
+
+
+def write_metrics(path: Path, epochs: int = 3, steps: int = 50, scale: float = 1.0, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for e in range(1, epochs + 1):
+        for s in range((e - 1) * steps + 1, e * steps + 1):
+            loss = scale * 2.3 * math.exp(-s / 40) + 0.05 * rng.random()
+            rows.append({"kind": "step", "epoch": e, "step": s, "loss": loss, "lr": 0.01 * (1 - s / (epochs * steps)),
+                         "examples_per_s": 5000.0})
+        rows.append({"kind": "epoch", "epoch": e, "steps": e * steps, "train_loss": 0.3 / e,
+                     "test_accuracy": 0.9 + 0.02 * e, "val_accuracy": 0.88 + 0.02 * e})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_png_of_the_expected_size_and_not_blank(tmp_path):
+    a = write_metrics(tmp_path / "a.jsonl")
+    b = write_metrics(tmp_path / "b.jsonl", scale=0.5, seed=1)
+    out = tmp_path / "curves.png"
+    result = invoke("plot", a, b, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"wrote {out}: 2 runs"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from matplotlib.image import imread
+
+    pixels = imread(out)
+    assert pixels.shape[:2] == (round(SIZE_IN[1] * DPI), round(SIZE_IN[0] * DPI))
+    rgb = pixels[..., :3]
+    assert rgb.std() > 0.05  # not one flat colour
+    # both runs are drawn: tab10's first two colours (blue, orange) both appear
+    for colour in ((0.12, 0.47, 0.71), (1.0, 0.5, 0.05)):
+        assert (np.abs(rgb - colour).max(axis=-1) < 0.05).sum() > 100, colour
+
+
+def test_svg_by_suffix(tmp_path):
+    out = tmp_path / "curves.svg"
+    assert invoke("plot", write_metrics(tmp_path / "a.jsonl"), "-o", out).exit_code == 0
+    text = out.read_text()
+    assert text.lstrip().startswith("<?xml") and "<svg" in text and "learning rate" in text
+
+
+def test_bad_suffix_and_bad_file_are_one_line_errors(tmp_path):
+    metrics = write_metrics(tmp_path / "a.jsonl")
+    result = invoke("plot", metrics, "-o", tmp_path / "c.jpg")
+    assert result.exit_code == 2 and error_lines(result)[0] == f"error: {tmp_path / 'c.jpg'}: the plot's format comes from its suffix: .png or .svg"
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("not json\n")
+    result = invoke("plot", empty, "-o", tmp_path / "c.png")
+    assert result.exit_code == 2 and "no metrics rows" in error_lines(result)[0]
+    assert "Traceback" not in result.output and not (tmp_path / "c.png").exists()
+
+
+def test_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    result = invoke("plot", write_metrics(tmp_path / "a.jsonl"), "-o", tmp_path / "c.png")
+    assert result.exit_code == 2
+    assert error_lines(result) == ["error: tinyc plot needs matplotlib", 'hint: pip install "tinyc[plot]"']
+
+
+def test_smoothing_is_debiased_and_follows_the_data():
+    assert smooth([4.0, 4.0, 4.0]) == pytest.approx([4.0, 4.0, 4.0])  # a constant stays put (no pull to 0)
+    s = smooth([1.0] * 10 + [0.0] * 200)
+    assert s[9] == pytest.approx(1.0) and s[-1] < 0.01
+
+
+def test_run_redraws_the_plot_each_epoch(work, tmp_path):  # noqa: F811
+    metrics, out = tmp_path / "m.jsonl", tmp_path / "curves.png"
+    result = invoke("run", work / "mlp.ir", "--data", f"idx:{work / 'data'}", "--limit", 96, "--epochs", 2,
+                    "--metrics-out", metrics, "--plot", out)
+    assert result.exit_code == 0, result.output
+    from matplotlib.image import imread
+
+    assert imread(out)[..., :3].std() > 0.05
+
+
+def test_run_plot_needs_the_metrics_file(work, tmp_path):  # noqa: F811
+    result = invoke("run", work / "mlp.ir", "--data", f"idx:{work / 'data'}", "--plot", tmp_path / "c.png")
+    assert result.exit_code == 2
+    assert error_lines(result)[0] == "error: --plot draws from the metrics file: add --metrics-out FILE"
