@@ -22,7 +22,7 @@ from .progress import make_reporter
 from .session import load_or_compile
 from .views import param_count
 
-DataOption = Annotated[str, typer.Option("--data", help="Data set: mnist, fashion-mnist or idx:DIR.")]
+DataOption = Annotated[str, typer.Option("--data", help="Data set: mnist, fashion-mnist, idx:DIR or npz:FILE.")]
 DataDirOption = Annotated[
     Path | None,
     typer.Option(
@@ -87,6 +87,14 @@ def run(
         int | None, opt("--log-every", "Steps between step rows of --metrics-out (default: ~100 rows per epoch).",
                         min=1, metavar="N")
     ] = None,
+    val_split: Annotated[
+        float | None, opt("--val-split", "Hold out this share of the training set (e.g. 0.1) and report its "
+                                          "accuracy each epoch; drawn from --seed.", metavar="F")
+    ] = None,
+    keep_best: Annotated[
+        bool, typer.Option("--keep-best", help="Also keep the checkpoint of the best validation accuracy, "
+                                                "beside --checkpoint X.safetensors as X.best.safetensors.")
+    ] = False,
     plot: Annotated[
         Path | None, opt("--plot", "Redraw training curves (.png or .svg) after every epoch; needs --metrics-out.",
                          metavar="FILE")
@@ -135,6 +143,8 @@ def run(
         checkpoint=str(checkpoint) if checkpoint else None,
         metrics_out=str(metrics_out) if metrics_out else None,
         log_every=log_every,
+        val_split=val_split,
+        keep_best=keep_best,
         check_numerics=check_numerics,
         threads=threads,
         rank=0 if root else comm.Get_rank(),
@@ -148,7 +158,8 @@ def run(
     ranks = f" on {comm.Get_size()} ranks x {threads} threads" if comm is not None else ""
     say(
         f"training {program.meta.get('model') or model.name} ({params:,} params) on {dataset.name}{ranks}: "
-        f"{trainer.n:,} train / {len(dataset.test):,} test examples ({dataset.source})"
+        f"{trainer.n:,} train / " + (f"{_val_count(trainer):,} validation / " if trainer.val_data else "")
+        + f"{len(dataset.test):,} test examples ({dataset.source})"
     )
     say(
         f"{_count(config.epochs, 'epoch')} x {trainer.steps_per_epoch:,} steps of {config.batch_size}, "
@@ -182,6 +193,10 @@ def _load_data_once(name: str, data_dir: Path | None, comm: Any):
     return dataset or _load_data(name, data_dir)
 
 
+def _val_count(trainer: Any) -> int:
+    return len(next(iter(trainer.val_data.values())))
+
+
 def _kept(checkpoint: str | None) -> str:
     """What survives an interruption: the checkpoint on disk, read back to say which epoch it holds."""
     if not checkpoint:
@@ -208,6 +223,11 @@ def _print_summary(summary: dict, config: Any) -> None:
         text += f"; test accuracy {history[-1]['test_accuracy']:.2%}"
     if config.checkpoint:
         text += f"; checkpoint {config.checkpoint}"
+    if config.keep_best and any("val_accuracy" in r for r in history):
+        from ..runtime.validation import best_path
+
+        best = max(history, key=lambda r: r.get("val_accuracy", -1.0))
+        text += f"; best {best_path(config.checkpoint)} (epoch {best['epoch']}, val accuracy {best['val_accuracy']:.2%})"
     echo(text)
     result = summary.get("eval")
     if result is not None:
@@ -267,15 +287,19 @@ def _row_accuracy(confusion: Any, c: int) -> float:
 
 @handles_errors
 def data(
-    name: Annotated[str, typer.Argument(help="mnist, fashion-mnist or idx:DIR.", metavar="NAME", show_default=False)],
+    name: Annotated[str, typer.Argument(help="mnist, fashion-mnist, idx:DIR or npz:FILE.", metavar="NAME", show_default=False)],
     data_dir: DataDirOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Fetch, verify and cache a data set; say where it is and how many examples it holds."""
     dataset = _load_data(name, data_dir)
     train, test = dataset.train, dataset.test
-    classes = len(set(train["label"].tolist()) | set(test["label"].tolist()))
     echo(f"{dataset.name}: {dataset.source}")
+    if not {"image", "label"} <= set(train.fields):  # a user's own arrays: say what they are
+        fields = ", ".join(f"{k} {train[k].dtype} {train[k].shape[1:]}" for k in train.fields)
+        echo(f"verified: train {len(train):,} records, test {len(test):,} records; fields {fields}")
+        return
+    classes = len(set(train["label"].tolist()) | set(test["label"].tolist()))
     echo(
         f"verified: train {len(train):,} images, test {len(test):,} images, {classes} classes, "
         f"{' x '.join(map(str, train['image'].shape[1:]))} pixels"

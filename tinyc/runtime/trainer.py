@@ -24,15 +24,27 @@ import numpy as np
 
 from ..ir.errors import CheckpointError, DataError, NumericsError, OutputError, TinycError
 from ..ir.fileio import check_outputs, hold_lock, remove_stale_temps
-from ..ir.program import LOSS_OUTPUT, LR_INPUT, PREDICT_ENTRY, SHARE_INPUT, TRAIN_ENTRY, Program
+from ..ir.program import LOSS_OUTPUT, PREDICT_ENTRY, TRAIN_ENTRY, Program
 from ..ir.train import SCHEDULES, train_defaults_problem
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .datasets import bind, epoch_order
+from .evaluation import (  # noqa: F401 (accuracy_on, eval_data, logits_output: also imported from here)
+    EvalResult,
+    accuracy_on,
+    check_labels,
+    data_inputs,
+    eval_data,
+    eval_fields,
+    input_rules,
+    label_name,
+    logits_output,
+)
 from .executor import Executor
 from .memory import check_memory, run_memory
 from .metrics import MetricsLog, default_log_every
 from .ranks import World, program_digest
 from .schedules import lr_at
+from .validation import best_path, best_so_far, holdout
 
 TIMING_KEYS = ("epoch_seconds", "examples_per_s")  # the history fields that differ between identical runs
 SNAPSHOTS_PER_EPOCH = 10  # in-memory states kept to replay a non-finite step from
@@ -57,6 +69,8 @@ class RunConfig:
     overwrite: bool = False  # start over although --checkpoint holds an earlier run
     metrics_out: str | None = None
     log_every: int | None = None  # steps between step rows of the metrics file; None: ~100 per epoch
+    val_split: float | None = None  # the share of the training set held out for validation
+    keep_best: bool = False  # also keep the checkpoint of the best validation accuracy (validation.best_path)
     check_numerics: bool = False
     eval_batch_size: int = 1000
     threads: int | None = None  # None: $TINYC_NUM_THREADS, else the available cores
@@ -89,12 +103,16 @@ class RunConfig:
             (isinstance(self.seed, int) and self.seed >= 0, "--seed must be an integer >= 0"),
             (not self.resume or bool(self.checkpoint), "--resume needs --checkpoint PATH"),
             (not (self.resume and self.overwrite), "--resume and --overwrite contradict each other"),
+            (self.val_split is None or 0 < self.val_split < 1, "--val-split must lie between 0 and 1"),
+            (not self.keep_best or bool(self.checkpoint and self.val_split),
+             "--keep-best needs --checkpoint PATH and --val-split F (the best is the best on validation)"),
         ]
         for ok, message in checks:
             if not ok:
                 raise TinycError(message)
         if self.rank == 0:
-            check_outputs([("--checkpoint", self.checkpoint), ("--metrics-out", self.metrics_out)])
+            best = best_path(self.checkpoint) if self.keep_best and self.checkpoint else None
+            check_outputs([("--checkpoint", self.checkpoint), ("--metrics-out", self.metrics_out), ("--keep-best", best)])
             self.check_earlier_run()
 
     def check_earlier_run(self) -> None:
@@ -108,7 +126,8 @@ class RunConfig:
 
     def run_settings(self) -> dict[str, Any]:
         """The settings that decide the result, compared on resume."""
-        keys = ("batch_size", "lr", "schedule", "warmup", "gamma", "step_size", "seed", "limit", "shuffle", "epochs")
+        keys = ("batch_size", "lr", "schedule", "warmup", "gamma", "step_size", "seed", "limit", "shuffle", "epochs",
+                "val_split")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -124,36 +143,10 @@ class Reporter:
 
 
 @dataclass
-class EvalResult:
-    accuracy: float
-    confusion: np.ndarray  # [true class, predicted class] counts
-    examples: int
-
-    def per_class(self) -> list[tuple[int, int, int, float]]:
-        """(class, examples, correct, accuracy) for each class that has examples."""
-        rows = []
-        for c in range(self.confusion.shape[0]):
-            n = int(self.confusion[c].sum())
-            if n:
-                rows.append((c, n, int(self.confusion[c, c]), float(self.confusion[c, c]) / n))
-        return rows
-
-
-@dataclass
 class RunState:
     epoch: int = 0  # epochs completed
     step: int = 0  # training steps completed
     history: list = field(default_factory=list)
-
-
-def data_inputs(program: Program, entry: str = TRAIN_ENTRY) -> dict:
-    """The inputs of an entry that come from the data set (all but the learning rate), with types."""
-    return {i.name: i.type for i in program.entry(entry).graph.inputs if i.name not in (LR_INPUT, SHARE_INPUT)}
-
-
-def input_rules(program: Program) -> dict:
-    """The declared preprocessing of each input, by name (inputs without one left out)."""
-    return {i.name: i.preprocess for e in program.entries.values() for i in e.graph.inputs if i.preprocess}
 
 
 class Trainer:
@@ -185,6 +178,13 @@ class Trainer:
         self.train_data = bind(train, data_inputs(program), input_rules(program))
         if config.limit is not None:
             self.train_data = {k: v[: config.limit] for k, v in self.train_data.items()}
+        self.val_data = None
+        if config.val_split and self.train_data:
+            keep, held = holdout(len(next(iter(self.train_data.values()))), config.val_split, config.seed)
+            self.val_data = {k: self.train_data[k][held] for k in eval_fields(program)}
+            self.train_data = {k: v[keep] for k, v in self.train_data.items()}
+        if PREDICT_ENTRY in program.entries and label_name(program) in self.train_data:
+            check_labels(program, self.train_data[label_name(program)], "training")
         self.test_data = eval_data(program, test) if test is not None and PREDICT_ENTRY in program.entries else None
         self.n = len(next(iter(self.train_data.values()))) if self.train_data else 0
         if self.n == 0:
@@ -279,7 +279,8 @@ class Trainer:
 
     def _fit(self) -> dict[str, Any]:
         cfg = self.config
-        for path in (cfg.checkpoint, cfg.metrics_out) if self.world.root else ():
+        best = best_path(cfg.checkpoint) if cfg.keep_best else None
+        for path in (cfg.checkpoint, cfg.metrics_out, best) if self.world.root else ():
             if path:
                 remove_stale_temps(path)
         if cfg.resume:
@@ -362,10 +363,15 @@ class Trainer:
         if self.test_data is not None:
             self.last_eval = self.evaluate()
             record["test_accuracy"] = self.last_eval.accuracy
+        if self.val_data is not None:
+            record["val_accuracy"] = accuracy_on(self.executor, self.program, self.val_data, cfg.eval_batch_size).accuracy
+        improved = record.get("val_accuracy", -1.0) > best_so_far(self.state.history)
         self.state.epoch = epoch
         self.state.history.append(record)
         if self.metrics is not None:  # before the checkpoint: a resume then never misses this epoch's rows
             self.metrics.epoch(record)
+        if cfg.keep_best and improved and self.world.root:  # before the latest: a resume that redoes
+            self.save(best_path(cfg.checkpoint))              # this epoch then finds it no better, and skips it
         if cfg.checkpoint and self.world.root:
             self.save(cfg.checkpoint)
         self.reporter.end_epoch(record)
@@ -404,64 +410,6 @@ class Trainer:
         if self.test_data is None:
             raise DataError("no test data to evaluate on")
         return accuracy_on(self.executor, self.program, self.test_data, self.config.eval_batch_size)
-
-
-def eval_data(program: Program, split: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A split bound to the predict entry's inputs, plus its labels (under their input's name)."""
-    types = data_inputs(program, PREDICT_ENTRY)
-    label = label_name(program)
-    train_types = data_inputs(program, TRAIN_ENTRY)
-    if label in train_types:
-        types[label] = train_types[label]
-    return bind(split, types, input_rules(program))
-
-
-def label_name(program: Program) -> str:
-    """The input that holds the class labels (the compiler records the label inputs)."""
-    labels = list(program.meta.get("label_inputs", []))
-    return labels[0] if len(labels) == 1 else "label"
-
-
-def accuracy_on(
-    executor: Executor, program: Program, data: Mapping[str, np.ndarray], batch_size: int = 1000
-) -> EvalResult:
-    """Accuracy and confusion matrix of the `predict` entry's logits against the labels."""
-    label = label_name(program)
-    if label not in data:
-        raise DataError(f"evaluation needs the labels (field {label!r}) in the data set")
-    labels = np.asarray(data[label])
-    g = program.entry(PREDICT_ENTRY).graph
-    logits_name = logits_output(program)
-    classes = g.types[dict(g.outputs)[logits_name]].shape[-1]
-    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
-        raise DataError(f"labels run from {labels.min()} to {labels.max()}, but the model has {classes} classes")
-    names = [i.name for i in g.inputs]
-    confusion = np.zeros((classes, classes), np.int64)
-    world = World(executor.comm)  # each rank its contiguous part; the counts are summed exactly
-    first, last = world.part(len(labels))
-    for start in range(first, last, batch_size):
-        stop = min(start + batch_size, last)
-        feeds = {name: data[name][start:stop] for name in names}
-        pred = np.asarray(executor.predict(feeds)[logits_name]).argmax(-1)
-        np.add.at(confusion, (labels[start:stop], pred), 1)
-    confusion = world.sum(confusion)
-    total = int(confusion.sum())
-    return EvalResult(float(np.trace(confusion)) / max(total, 1), confusion, total)
-
-
-def logits_output(program: Program) -> str:
-    g = program.entry(PREDICT_ENTRY).graph
-    names = [name for name, _ in g.outputs]
-    if "logits" in names:
-        return "logits"
-    for name, value in g.outputs:
-        t = g.types[value]
-        if t.is_float and t.rank == 2:
-            return name
-    raise DataError(
-        f"the predict entry has no logits output (it has {', '.join(names) or 'none'})",
-        hint="return outputs={'logits': logits, ...} from the model's tc.Train",
-    )
 
 
 def _finite(state: Mapping[str, np.ndarray]) -> bool:

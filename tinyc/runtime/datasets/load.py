@@ -10,6 +10,8 @@ from tinyc.ir.errors import DataError
 from . import cache, mnist_pkl
 from .dataset import Dataset, pixel_split
 from .idx import IDX_FILES, idx_files_present, read_idx_folder
+from .npz import SPEC_PREFIX as NPZ_SPEC_PREFIX
+from .npz import read_npz
 
 
 # Debian's dataset-* packages install their files in /usr/share/datasets/<name>; $TINYC_SYSTEM_DATA
@@ -66,7 +68,10 @@ def fetch_to_cache(name: str, cache_dir: str | None = None) -> Dataset:
 
 
 def load_dataset(spec: str, data_dir: str | None = None, cache_dir: str | None = None, fetch: bool = True) -> Dataset:
-    """Load "mnist", "fashion-mnist" or "idx:DIR" as image u8 (N, 28, 28) pixels and label i64 (N,)."""
+    """Load "mnist", "fashion-mnist" or "idx:DIR" as image u8 (N, 28, 28) pixels and label i64 (N,),
+    or "npz:FILE" as the arrays in it."""
+    if spec.startswith(NPZ_SPEC_PREFIX):
+        return read_npz(spec)
     if spec.startswith(IDX_SPEC_PREFIX):
         folder = os.path.expanduser(spec[len(IDX_SPEC_PREFIX) :])
         if not os.path.isdir(folder):
@@ -74,7 +79,7 @@ def load_dataset(spec: str, data_dir: str | None = None, cache_dir: str | None =
         return _dataset(spec, f"IDX files in {folder}", read_idx_folder(folder))
     info = DATASETS.get(spec)
     if info is None:
-        known = ", ".join([*DATASETS, "idx:DIR"])
+        known = ", ".join([*DATASETS, "idx:DIR", "npz:FILE"])
         raise DataError(f"unknown data set {spec!r} (known: {known})")
 
     tried = []

@@ -1,0 +1,66 @@
+"""--val-split holds out a deterministic part of the training set; --keep-best keeps its best epoch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.runtime.test_trainer import data, models, trainer  # noqa: F401 (fixtures)
+from tinyc.ir.errors import TinycError
+from tinyc.runtime.checkpoint import load_checkpoint
+from tinyc.runtime.validation import best_path, holdout
+
+
+def test_holdout_is_a_partition_drawn_from_the_seed():
+    keep, held = holdout(1000, 0.1, seed=3)
+    assert len(held) == 100 and len(keep) == 900
+    assert np.array_equal(np.sort(np.concatenate([keep, held])), np.arange(1000))
+    assert np.all(np.diff(keep) > 0) and np.all(np.diff(held) > 0)  # each part in the data's order
+    again, other = holdout(1000, 0.1, seed=3)[1], holdout(1000, 0.1, seed=4)[1]
+    assert np.array_equal(held, again) and not np.array_equal(held, other)
+
+
+def test_a_split_that_leaves_a_part_empty_is_refused():
+    with pytest.raises(TinycError, match="leaves no example to validate on"):
+        holdout(10, 0.01, 0)
+    with pytest.raises(TinycError, match="none to train on"):
+        holdout(10, 0.99, 0)
+
+
+def test_best_path_sits_beside_the_checkpoint():
+    assert best_path("runs/vit.safetensors") == "runs/vit.best.safetensors"
+    assert best_path("ckpt") == "ckpt.best"
+
+
+def test_held_out_examples_are_not_trained_on_and_reported_each_epoch(models, data):  # noqa: F811
+    t = trainer(models["sgd"], data, epochs=2, limit=200, val_split=0.25)
+    assert t.n == 150 and len(t.val_data["label"]) == 50
+    rows = lambda d: {(d["image"][i].tobytes(), int(d["label"][i])) for i in range(len(d["label"]))}  # noqa: E731
+    full = trainer(models["sgd"], data, epochs=2, limit=200).train_data
+    assert rows(t.train_data) | rows(t.val_data) == rows(full)
+    assert not rows(t.train_data) & rows(t.val_data)
+    history = t.fit()["history"]
+    assert all(0 <= r["val_accuracy"] <= 1 for r in history) and len(history) == 2
+
+
+def test_keep_best_holds_the_state_of_the_best_epoch(models, data, tmp_path):  # noqa: F811
+    settings = dict(limit=200, val_split=0.25, seed=1)
+    ckpt = tmp_path / "run.safetensors"
+    history = trainer(models["sgd"], data, epochs=4, checkpoint=str(ckpt), keep_best=True, **settings).fit()["history"]
+    accuracies = [r["val_accuracy"] for r in history]
+    best_epoch = accuracies.index(max(accuracies)) + 1  # the first epoch that reached the best
+    tensors, meta = load_checkpoint(best_path(str(ckpt)))
+    assert meta["epoch"] == best_epoch
+    # the same run stopped at that epoch (constant lr: the schedule does not depend on the length)
+    # ends in exactly the saved state
+    short = tmp_path / "short.safetensors"
+    trainer(models["sgd"], data, epochs=best_epoch, checkpoint=str(short), **settings).fit()
+    want, _ = load_checkpoint(str(short))
+    assert sorted(want) == sorted(tensors) and all(np.array_equal(want[k], tensors[k]) for k in want)
+
+
+def test_keep_best_needs_a_checkpoint_and_a_validation_set(models, data):  # noqa: F811
+    with pytest.raises(TinycError, match="--keep-best needs --checkpoint PATH and --val-split F"):
+        trainer(models["sgd"], data, keep_best=True, val_split=0.1)
+    with pytest.raises(TinycError, match="--val-split must lie between 0 and 1"):
+        trainer(models["sgd"], data, val_split=1.5)
