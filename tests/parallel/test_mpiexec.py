@@ -203,3 +203,10 @@ def test_ranks_running_different_programs_are_refused(work):
     errors = [line for line in r.stderr.splitlines() if "error:" in line]
     assert sorted(e.split("]")[0] for e in errors) == ["[rank 0", "[rank 1"]  # one clear line on every rank
     assert all("the ranks disagree on the program" in e for e in errors), r.stderr
+
+
+def test_eval_on_two_ranks_counts_every_example_once(work, two_epochs):
+    args = ("eval", "mlp.ir", "--weights", "two.safetensors", "--data", "idx:data", "--batch-size", 16)
+    alone, ranks = one(*args, cwd=work), mpi(*args, cwd=work)
+    assert alone.returncode == 0 and ranks.returncode == 0, alone.stderr + ranks.stderr
+    assert "test accuracy" in ranks.stdout and ranks.stdout == alone.stdout  # each rank its part, counts summed
