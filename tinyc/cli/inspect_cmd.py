@@ -32,6 +32,8 @@ def inspect(
                                       metavar="PASS")] = None,
     diff: Annotated[str | None, opt("--diff", "Show what PASS changed (model files).", metavar="PASS")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
+    summary: Annotated[bool, opt("--summary", "Only the summary: per-layer table (output, params, forward and "
+                                               "backward FLOPs, bytes saved for backward), optimizer, ops.")] = False,
     memory: Annotated[bool, opt("--memory", "Memory report per entry: planned peak, what is alive there, reuse "
                                              "(with --format json: a 'memory' key).")] = False,
     entry: Annotated[str | None, opt("--graph", "Only this program entry (train_step or predict).",
@@ -82,7 +84,7 @@ def inspect(
         from ..ir.printer import format_graph
 
         print_summary(program, str(file), entries)
-        for name in entries:
+        for name in entries if not summary else ():
             echo("")
             echo(f"# entry {name}")
             echo(format_graph(program.entries[name].graph).rstrip("\n"))

@@ -35,7 +35,7 @@ def planned_peak(program: Program) -> tuple[int, Any, str] | None:
 
 
 def print_summary(program: Program, name: str, entries: list[str]) -> None:
-    """Inputs, outputs, params with sizes and total count, node count per op, for each entry."""
+    """Inputs, outputs, params with sizes and total count, the layer table, node count per op, per entry."""
     echo(f"program {name}: {len(program.entries)} entries ({', '.join(program.entries)})")
     for entry_name in entries:
         entry = program.entries[entry_name]
@@ -54,10 +54,9 @@ def print_summary(program: Program, name: str, entries: list[str]) -> None:
         state = param_count(g, "state")
         if state[0]:
             echo(f"  optimizer state: {state[0]} tensors, {state[1]:,} values, {human_bytes(state[2])}")
-        if g.params:
-            table(["param", "kind", "type", "values", "init"],
-                  [(p.name, p.kind, p.type, f"{p.type.numel():,}", p.init.get("rule", "")) for p in g.params],
-                  right=(3,))
+        from .summary import print_layer_summary  # it draws on role_of below
+
+        print_layer_summary(program, entry_name)
         table(["op", "nodes"], list(op_counts(g).items()), right=(1,))
 
 

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..ir.errors import IRError
-from ..ir.graph import Graph
+from ..ir.graph import Graph, Node
 from ..ir.numfmt import human_bytes, human_count
 from ..ir.ops import schema
 from ..ir.plan import MemoryPlan
 from ..ir.program import Entry
+from ..ir.types import TensorType
 from .graphutil import peak_live_bytes
 from .passes import load_all
 
@@ -46,19 +47,20 @@ def available(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(n for n in names if n in passes)
 
 
-def estimate_flops(graph: Graph, batch: int | None = None) -> int:
-    """Sum of the op schemas' FLOP estimates, every symbolic dim taken as `batch` (or 1)."""
+def node_flops(node: Node, types: Mapping[str, TensorType], batch: int | None = None) -> int:
+    """The op schema's FLOP estimate of one node, every symbolic dim taken as `batch` (or 1)."""
     d = batch or 1
 
     def concrete(t):
         return tuple(x if isinstance(x, int) else d for x in t.shape)
 
+    return int(schema(node.op).flops([concrete(types[v]) for v in node.inputs], concrete(node.type), dict(node.attrs)))
+
+
+def estimate_flops(graph: Graph, batch: int | None = None) -> int:
+    """Sum of the op schemas' FLOP estimates, every symbolic dim taken as `batch` (or 1)."""
     types = graph.types
-    total = 0
-    for n in graph.nodes:
-        ins = [concrete(types[v]) for v in n.inputs]
-        total += int(schema(n.op).flops(ins, concrete(n.type), dict(n.attrs)))
-    return total
+    return sum(node_flops(n, types, batch) for n in graph.nodes)
 
 
 def estimate_bytes(graph: Graph, batch: int | None = None) -> int:
