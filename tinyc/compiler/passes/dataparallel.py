@@ -13,7 +13,8 @@ The gradients are weighted for free: gradients are linear in the loss's cotangen
 (d loss/d loss = 1, which autodiff records as `meta["grad_seed"]`), so the seed becomes `s`
 itself and the backward pass computes s_r * gradient directly. Only the scalar outputs are
 multiplied. On one rank `s = 1` and the allreduce is the identity, so the step computes the
-same bits as without the pass; the copy into the flat buffer is its only cost.
+same bits as without the pass; `memplan` places every gradient straight into its part of the
+flat buffer and the allreduce sums it in place, so packing copies nothing either.
 """
 
 from __future__ import annotations
