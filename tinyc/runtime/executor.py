@@ -320,7 +320,7 @@ def _parts(flat: np.ndarray, ins: tuple[np.ndarray, ...]) -> list[np.ndarray]:
 def _placements(graph: Graph, placed, slots, offsets, arena, bindings) -> dict[str, np.ndarray]:
     """value -> the view of its packing node's buffer it is computed into (memory plan `placed`)."""
     producers, views = graph.producers, {}
-    for packer in {p for p in placed.values()}:
+    for packer in sorted(set(placed.values())):
         node = producers[packer]
         if node.op not in PACKING:
             raise IRError(f"memory plan places values inside %{packer} ({node.op}), which packs nothing")
