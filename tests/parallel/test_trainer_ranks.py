@@ -107,3 +107,16 @@ def test_ranks_with_other_settings_are_refused(program, data):
 
     with pytest.raises(TinycError, match="the ranks disagree on the settings: rank 0 has .*'lr': 0.1.* rank 1 has"):
         run_ranks(LocalComm.world(2), rank)
+
+
+def test_a_non_finite_step_is_replayed_on_every_rank_and_names_the_rank(tmp_path, data):
+    from tests.runtime.test_trainer import EXPLODING, EXPLODING_LINE
+    from tinyc.ir.errors import NumericsError
+
+    (tmp_path / "exploding.py").write_text(EXPLODING)
+    program = compile_file(str(tmp_path / "exploding.py"))[0]
+    with pytest.raises(NumericsError) as info:
+        train(program, data, 2, epochs=3)
+    message = str(info.value)
+    assert "epoch 2" in message and "the first non-finite value (seen on rank " in message and "exp" in message
+    assert info.value.loc == f"exploding.py:{EXPLODING_LINE}"

@@ -390,7 +390,8 @@ class Trainer:
                 feeds, share, _ = self._batch(order, i)
                 checker.train_step(feeds, self.lr(step0 + i), share)
             except NumericsError as e:
-                raise self._non_finite(epoch, i, f"{what}; the first non-finite value: {e.message}", e.loc) from None
+                seen = f" (seen on rank {self.world.rank})" if self.world.size > 1 else ""
+                raise self._non_finite(epoch, i, f"{what}; the first non-finite value{seen}: {e.message}", e.loc) from None
         raise self._non_finite(epoch, failed, f"{what} (a checked replay did not find the node)", "")
 
     def _non_finite(self, epoch: int, step: int, what: str, loc: str) -> NumericsError:
