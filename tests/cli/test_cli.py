@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import tinyc
 from tinyc.cli.main import app
-from tinyc.cli.views import COLOURS
+from tinyc.cli.dot import COLOURS
 
 TINY_MODEL = '''\
 import tinyc as tc

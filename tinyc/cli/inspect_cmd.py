@@ -14,7 +14,8 @@ from .errors import DebugOption, EntryOption, fail, handles_errors, opt
 from .memory import format_memory_report, memory_report
 from .output import echo, human_bytes, human_count, table
 from .session import TRACE, Compiled, load_or_compile
-from .views import print_summary, summary_json, to_dot
+from .dot import DEFAULT_DEPTH, to_dot
+from .views import print_summary, summary_json
 
 
 class Format(str, Enum):
@@ -32,6 +33,9 @@ def inspect(
                                       metavar="PASS")] = None,
     diff: Annotated[str | None, opt("--diff", "Show what PASS changed (model files).", metavar="PASS")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.text,
+    depth: Annotated[int, opt("--depth", "With --format dot: draw layer scopes K levels deep as clusters; deeper "
+                                          "ones collapse into one box each (op count, FLOPs).", min=0,
+                              metavar="K")] = DEFAULT_DEPTH,
     summary: Annotated[bool, opt("--summary", "Only the summary: per-layer table (output, params, forward and "
                                                "backward FLOPs, bytes saved for backward), optimizer, ops.")] = False,
     memory: Annotated[bool, opt("--memory", "Memory report per entry: planned peak, what is alive there, reuse "
@@ -60,7 +64,7 @@ def inspect(
     elif fmt is Format.dot:
         if after or diff:
             raise fail("--format dot shows the final program; drop --after/--diff")
-        echo(to_dot(program, entries))
+        echo(to_dot(program, entries, depth))
     elif passes:
         print_pass_table(compiled, entries)
     elif after:

@@ -7,13 +7,9 @@ from collections import Counter
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
-from ..ir.graph import GRAD_NOTE, OPTIMIZER_NOTE, Graph, live_values
+from ..ir.graph import GRAD_NOTE, GRAD_SEED_NOTE, OPTIMIZER_NOTE, Graph, live_values
 from ..ir.program import Program
 from .output import echo, human_bytes, table
-
-# DOT fill colours by role; `role_of` decides the role of a node.
-COLOURS = {"forward": "#cfe2ff", "backward": "#f8d7da", "optimizer": "#d1e7dd"}
-_SOURCE_COLOURS = {"input": "#e9ecef", "param": "#fff3cd", "state": "#fde2c8"}
 
 
 def param_count(graph: Graph, kind: str = "param") -> tuple[int, int, int]:
@@ -105,13 +101,13 @@ def _plain(v: Any) -> Any:
 def role_of(graph: Graph) -> dict[str, str]:
     """node out -> "forward" | "backward" | "optimizer".
 
-    Provenance decides first (the note `grad of ...` or `optimizer ...`); a node without it that
+    Provenance decides first (the note `grad of ...` or `grad seed`, or `optimizer ...`); a node without it that
     only the updates need (no named output) counts as optimizer, the rest as forward.
     """
     needed = live_values(graph, [v for _, v in graph.outputs])
     roles = {}
     for n in graph.nodes:
-        if n.note.startswith(GRAD_NOTE):
+        if n.note.startswith(GRAD_NOTE) or n.note == GRAD_SEED_NOTE:
             roles[n.out] = "backward"
         elif n.note.startswith(OPTIMIZER_NOTE):
             roles[n.out] = "optimizer"
@@ -120,49 +116,3 @@ def role_of(graph: Graph) -> dict[str, str]:
         else:
             roles[n.out] = "optimizer"
     return roles
-
-
-def to_dot(program: Program, entries: list[str]) -> str:
-    """Graphviz DOT: one cluster per entry; forward, backward and optimizer nodes in three colours."""
-    lines = [
-        "digraph tinyc {",
-        "  rankdir=TB;",
-        '  node [shape=box, style="rounded,filled", fontname="monospace", fontsize=10];',
-        '  edge [color="#6c757d"];',
-    ]
-    for entry_name in entries:
-        g = program.entries[entry_name].graph
-        roles = role_of(g)
-
-        def nid(v: str, entry_name: str = entry_name) -> str:
-            return _q(f"{entry_name}/{v}")
-
-        def node(v: str, label: list[str], **attrs: str) -> None:
-            attrs = {"label": _q("\\n".join(label)), **{k: _q(a) for k, a in attrs.items()}}
-            lines.append(f"    {nid(v)} [{', '.join(f'{k}={a}' for k, a in attrs.items())}];")
-
-        lines.append(f"  subgraph {_q('cluster_' + entry_name)} {{")
-        lines.append(f"    label={_q(entry_name)};")
-        for i in g.inputs:
-            node(i.name, [i.name, str(i.type)], shape="ellipse", fillcolor=_SOURCE_COLOURS["input"])
-        for p in g.params:
-            node(p.name, [p.name, str(p.type)], shape="ellipse", fillcolor=_SOURCE_COLOURS[p.kind])
-        for c in sorted(g.constants):
-            node(c, [c], shape="note", fillcolor=_SOURCE_COLOURS["input"])
-        for n in g.nodes:
-            label = [f"%{n.out} {n.op}", str(n.type)] + ([n.where()] if n.where() else [])
-            node(n.out, label, fillcolor=COLOURS[roles[n.out]])
-            for v in n.inputs:
-                lines.append(f"    {nid(v)} -> {nid(n.out)};")
-        for kind, pairs in (("output", g.outputs), ("update", g.updates)):
-            for name, v in pairs:
-                node(f"{kind}:{name}", [f"{kind} {name}"], shape="plaintext", style="")
-                lines.append(f"    {nid(v)} -> {nid(kind + ':' + name)};")
-        lines.append("  }")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def _q(s: str) -> str:
-    """A DOT quoted string (the `\\n` in labels stays a DOT line break)."""
-    return '"' + s.replace('"', '\\"') + '"'

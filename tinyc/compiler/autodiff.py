@@ -18,7 +18,7 @@ import networkx as nx
 
 from ..ir.builder import Builder, Tensor, user_location
 from ..ir.errors import IRError
-from ..ir.graph import GRAD_NOTE, Graph, Node
+from ..ir.graph import GRAD_NOTE, GRAD_SEED_NOTE, Graph, Node
 from ..ir.ops import schema
 from .decompose import DECOMPOSITIONS
 from .vjp import VJPS
@@ -114,7 +114,7 @@ def _differentiate(b: Builder, y: str, wrt: Sequence[str], seed: str | None = No
         raise IRError(f"cannot differentiate %{y}: it is {types[y]}, not a float value")
     start = len(b.nodes)
     producer = next((n for n in reversed(b.nodes) if n.out == y), None)
-    with b.at(producer.loc if producer else "", "grad seed", producer.scope if producer else ""):
+    with b.at(producer.loc if producer else "", GRAD_SEED_NOTE, producer.scope if producer else ""):
         if seed is None:
             seed_t = b.apply("ones_like", [b.tensor(y)])
         else:

@@ -49,6 +49,7 @@ class Node:
 # Provenance notes: the words that begin the note of a node autodiff adds (`grad of softmax`) and
 # of one the optimizer pass adds (`optimizer adam`); reports and colourings match on them.
 GRAD_NOTE, OPTIMIZER_NOTE = "grad of", "optimizer"
+GRAD_SEED_NOTE = "grad seed"  # the ones that start the backward pass (d loss / d loss)
 
 
 def format_where(loc: str, note: str = "", scope: str = "") -> str:
