@@ -2,11 +2,11 @@
 
 Per entry and per binding of the symbolic dims (the batch size), it builds once a flat list of
 instructions `(kernel bound to its attributes and output buffer, input arrays, output array,
-node)`. Buffers follow the entry's memory plan (see `tinyc.compiler.passes.memplan`): one raw
-byte arena per binding, each planned buffer placed at a byte offset (`tinyc.runtime.arena`) and
-viewed as each value's dtype and shape. A step then is: copy the feeds into
-the input buffers, call every kernel, copy outputs out and write updates into the parameter
-arrays. No graph walking, shape arithmetic or allocation of planned values happens per step.
+node)`. Buffers follow the entry's memory plan (`Entry.plan`, `tinyc.ir.plan`): one raw byte
+arena per binding, each planned buffer placed at a byte offset (`tinyc.runtime.arena`) and
+viewed as each value's dtype and shape. A step then is: bind the feeds (`binding.bind_feeds`)
+and copy them into the input buffers, call every kernel, copy outputs out and write updates
+into the parameter arrays. No graph walking, shape arithmetic or allocation of planned values happens per step.
 
 Imports only `tinyc.ir` and the runtime (never the compiler, models, cli or networkx).
 """
