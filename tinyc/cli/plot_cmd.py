@@ -142,11 +142,15 @@ def _draw(runs, ax_loss, ax_acc, ax_lr, colours) -> None:
             ax_lr.plot(lx, ly, color=colour, linewidth=1.5, label=label)
     if positive:
         ax_loss.set_yscale("log")
+    lrs = [y for line in ax_lr.get_lines() for y in line.get_ydata()]
+    if lrs and min(lrs) > 0 and max(lrs) / min(lrs) > 20:  # a warmup from near 0, or runs of other scales
+        ax_lr.set_yscale("log")
     _style(ax_loss, "training loss (faint: each logged step; bold: smoothed)", "step", "loss")
     _style(ax_acc, "accuracy per epoch", "epoch", "accuracy (%)")
     ax_acc.xaxis.get_major_locator().set_params(integer=True)
     _style(ax_lr, "learning rate", "step", "lr")
-    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    if ax_lr.get_yscale() == "linear":
+        ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
 
 
 def _style(ax, title: str, xlabel: str, ylabel: str) -> None:
