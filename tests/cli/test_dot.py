@@ -12,8 +12,8 @@ from tinyc.cli.dot import BOX_SHAPE, COLOURS, to_dot
 from tinyc.cli.session import load_or_compile
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-NODE = re.compile(r'^\s*("[^"]+") \[label="((?:[^"\\]|\\.)*)"(.*)\];$', re.M)
-EDGE = re.compile(r'^\s*("[^"]+") -> ("[^"]+");$', re.M)
+NODE = re.compile(r'^\s*("[^"]+") \[label="((?:[^"\\]|\\.)*)"(.*)\];$', re.MULTILINE)
+EDGE = re.compile(r'^\s*("[^"]+") -> ("[^"]+");$', re.MULTILINE)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ def test_run_on_npz_with_validation_and_best_checkpoint(work, tmp_path):  # noqa
                     "--val-split", 0.2, "--checkpoint", ckpt, "--keep-best")
     assert result.exit_code == 0, result.output
     assert "160 train / 40 validation / 50 test examples" in result.stdout
-    assert len(re.findall(r"^epoch \d/2: .*val accuracy \d+\.\d\d%, test accuracy", result.stdout, re.M)) == 2
+    assert len(re.findall(r"^epoch \d/2: .*val accuracy \d+\.\d\d%, test accuracy", result.stdout, re.MULTILINE)) == 2
     assert f"best {tmp_path / 'run.best.safetensors'} (epoch " in result.stdout
     assert (tmp_path / "run.best.safetensors").exists()
 

@@ -27,7 +27,7 @@ def test_compile_passes_and_memory_print_one_planned_peak(vit):
     from_compile = re.search(rf"planned peak ({SIZE}) \(train_step at batch (\d+)\)", compiled)
     assert from_compile, compiled
     passes = invoke("inspect", EXAMPLES / "vit_mnist.py", "--passes", "--graph", "train_step").stdout
-    from_passes = re.search(rf"^planned peak ({SIZE}) at batch (\d+)", passes, re.M)
+    from_passes = re.search(rf"^planned peak ({SIZE}) at batch (\d+)", passes, re.MULTILINE)
     memory = invoke("inspect", out, "--memory", "--graph", "train_step").stdout
     from_memory = re.search(rf"planned peak +({SIZE}) at %", memory)
     summary = invoke("inspect", out, "--graph", "train_step").stdout

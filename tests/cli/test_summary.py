@@ -53,8 +53,8 @@ def test_summary_prints_one_optimizer_line_not_state_rows(tmp_path):
     assert "%0" not in text  # no IR text with --summary
     lines = [line for line in text.splitlines() if line.startswith("optimizer adam")]
     assert len(lines) == 1 and "63 state tensors (step 1, m 31, v 31), 209,941 values, 820.1 KiB" in lines[0]
-    assert not re.search(r"^\S+\.m\s", text, re.M)  # no row per optimizer state tensor
-    total = re.search(r"^total\s+([\d,]+)\s", text, re.M)
+    assert not re.search(r"^\S+\.m\s", text, re.MULTILINE)  # no row per optimizer state tensor
+    total = re.search(r"^total\s+([\d,]+)\s", text, re.MULTILINE)
     assert total and total.group(1) == "104,970"
     default = invoke("inspect", out).stdout
     assert "layers (FLOPs and bytes at batch 64)" in default and "%0" in default

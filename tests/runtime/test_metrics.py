@@ -58,7 +58,7 @@ def test_rows_are_buffered_until_the_epoch_ends(tmp_path):
 
 
 def test_resume_appends_without_duplicates_even_after_a_torn_epoch(models, data, tmp_path):  # noqa: F811
-    settings = dict(limit=96, log_every=1)
+    settings = {"limit": 96, "log_every": 1}
     ref = tmp_path / "ref.jsonl"
     trainer(models["sgd"], data, epochs=3, metrics_out=str(ref), **settings).fit()
 

@@ -35,7 +35,7 @@ def test_best_path_sits_beside_the_checkpoint():
 def test_held_out_examples_are_not_trained_on_and_reported_each_epoch(models, data):  # noqa: F811
     t = trainer(models["sgd"], data, epochs=2, limit=200, val_split=0.25)
     assert t.n == 150 and len(t.val_data["label"]) == 50
-    rows = lambda d: {(d["image"][i].tobytes(), int(d["label"][i])) for i in range(len(d["label"]))}  # noqa: E731
+    rows = lambda d: {(d["image"][i].tobytes(), int(d["label"][i])) for i in range(len(d["label"]))}
     full = trainer(models["sgd"], data, epochs=2, limit=200).train_data
     assert rows(t.train_data) | rows(t.val_data) == rows(full)
     assert not rows(t.train_data) & rows(t.val_data)
@@ -44,7 +44,7 @@ def test_held_out_examples_are_not_trained_on_and_reported_each_epoch(models, da
 
 
 def test_keep_best_holds_the_state_of_the_best_epoch(models, data, tmp_path):  # noqa: F811
-    settings = dict(limit=200, val_split=0.25, seed=1)
+    settings = {"limit": 200, "val_split": 0.25, "seed": 1}
     ckpt = tmp_path / "run.safetensors"
     history = trainer(models["sgd"], data, epochs=4, checkpoint=str(ckpt), keep_best=True, **settings).fit()["history"]
     accuracies = [r["val_accuracy"] for r in history]

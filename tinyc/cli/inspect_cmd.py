@@ -10,11 +10,11 @@ import typer
 
 from ..ir.graph import Graph
 from ..ir.plan import reference_batch
+from .dot import DEFAULT_DEPTH, to_dot
 from .errors import DebugOption, EntryOption, fail, handles_errors, opt
 from .memory import format_memory_report, memory_report
 from .output import echo, human_bytes, human_count, table
 from .session import TRACE, Compiled, load_or_compile
-from .dot import DEFAULT_DEPTH, to_dot
 from .views import print_summary, summary_json
 
 

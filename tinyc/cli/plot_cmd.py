@@ -76,10 +76,11 @@ def series(rows: Sequence[Mapping[str, Any]], key: str, kind: str, x: str) -> tu
     """(xs, ys) of `key` over the rows of `kind`, skipping rows without it and non-finite values."""
     xs, ys = [], []
     for r in rows:
-        if r.get("kind") == kind and isinstance(r.get(key), (int, float)) and isinstance(r.get(x), (int, float)):
-            if math.isfinite(r[key]):
-                xs.append(r[x])
-                ys.append(r[key])
+        value, at = r.get(key), r.get(x)
+        if r.get("kind") == kind and isinstance(value, (int, float)) and isinstance(at, (int, float)) \
+                and math.isfinite(value):
+            xs.append(at)
+            ys.append(value)
     return xs, ys
 
 
