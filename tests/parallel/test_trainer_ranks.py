@@ -120,3 +120,18 @@ def test_a_non_finite_step_is_replayed_on_every_rank_and_names_the_rank(tmp_path
     message = str(info.value)
     assert "epoch 2" in message and "the first non-finite value (seen on rank " in message and "exp" in message
     assert info.value.loc == f"exploding.py:{EXPLODING_LINE}"
+
+
+def test_the_failing_rank_s_error_is_raised_not_the_abort_it_caused_elsewhere():
+    # rank 0 waits in a collective that rank 1's failure breaks; like the executor, rank 0 wraps
+    # the BrokenBarrierError in an error of its own: that wrapped abort must not hide the cause
+    def fn(comm):
+        if comm.rank == 1:
+            raise ValueError("the real failure")
+        try:
+            comm.Barrier()
+        except Exception as e:
+            raise TinycError("allreduce failed") from e
+
+    with pytest.raises(ValueError, match="the real failure"):
+        run_ranks(LocalComm.world(2), fn)

@@ -153,8 +153,18 @@ def run_ranks(comms: list[LocalComm], fn: Callable[[LocalComm], Any]) -> list[An
         t.start()
     for t in threads:
         t.join()
-    first = next((e for e in errors if e is not None and not isinstance(e, threading.BrokenBarrierError)), None)
+    first = next((e for e in errors if e is not None and not _aborted(e)), None)
     first = first or next((e for e in errors if e is not None), None)
     if first is not None:
         raise first
     return results
+
+
+def _aborted(e: BaseException | None) -> bool:
+    """Whether `e` is (or was caused by) another rank's abort: the executor wraps a kernel's
+    BrokenBarrierError in the node's error, so follow the chain."""
+    while e is not None:
+        if isinstance(e, threading.BrokenBarrierError):
+            return True
+        e = e.__cause__
+    return False
