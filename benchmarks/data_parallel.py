@@ -33,11 +33,11 @@ THREADS = os.environ.get("TINYC_BENCH_THREADS", "2")
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TINYC_NUM_THREADS"):
     os.environ[_var] = THREADS  # before NumPy loads its BLAS (each worker is started with its count)
 
-import numpy as np  # noqa: E402
+import numpy as np  # after the thread counts above
 
 sys.path.insert(0, HERE)
-from models_tinyc import CONFIGS, ENTRIES  # noqa: E402
-from train_step import _time_steps as _time  # noqa: E402  (first result, then timed steps)
+from models_tinyc import CONFIGS, ENTRIES
+from train_step import _time_steps as _time  # first result, then timed steps
 
 SYSTEMS = ("1 proc x 2 thr", "2 ranks x 1 thr", "torch x 2 thr")  # and "1 proc, no dp pass" from the first
 NETWORKS = {"10 Gb/s Ethernet": (1.25e9, 20e-6), "100 Gb/s InfiniBand": (12.5e9, 2e-6)}  # bytes/s, latency s

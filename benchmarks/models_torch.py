@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from models_tinyc import CONFIGS
 from torch import nn
 
-
 ATTENTION = ("mha", "manual")
 _MHA = {"qkv.w": "in_proj_weight", "qkv.b": "in_proj_bias", "out.w": "out_proj.weight", "out.b": "out_proj.bias"}
 

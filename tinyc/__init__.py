@@ -20,7 +20,7 @@ from .ir.errors import (
 from .ir.graph import Graph
 from .ir.train import Train
 from .ir.types import TensorType
-from .ir.version import __version__
+from .ir.version import __version__ as __version__  # tc.__version__
 
 
 # the public front-end; everything else is reached through its module (tinyc.models, tinyc.runtime, ...)

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 import tinyc
-from tinyc.cli.main import app
 from tinyc.cli.dot import COLOURS
+from tinyc.cli.main import app
 
 TINY_MODEL = '''\
 import tinyc as tc

@@ -73,7 +73,7 @@ def start(setup: dict, ckpt: Path, metrics: Path, *extra: str) -> subprocess.Pop
     # A shell without job control starts background jobs with SIGINT ignored, and children inherit
     # that: give the child the default disposition, so that Python turns SIGINT into Ctrl-C.
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509  (no lock taken in the child)
 
 
 def untimed(path: Path) -> list[dict]:

@@ -52,7 +52,7 @@ def test_table_of_data_set_examples_with_labels(work):
     result = invoke("predict", work / "mlp.ir", "--weights", work / "w.safetensors", "--data", f"idx:{work / 'data'}",
                     "--index", "2:5", "--top", "2")
     assert result.exit_code == 0, result.stderr
-    header, rule, *rows = result.stdout.splitlines()
+    header, _rule, *rows = result.stdout.splitlines()
     assert header.split() == ["input", "label", "#1", "#2"] and len(rows) == 3
     assert rows[0].startswith(f"idx:{work / 'data'} test #2")
     records = _json(invoke("predict", work / "mlp.ir", "--weights", work / "w.safetensors", "--data",

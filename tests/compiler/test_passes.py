@@ -14,16 +14,16 @@ import tinyc as tc
 from tinyc.compiler.graphutil import peak_live_bytes, topological_order
 from tinyc.compiler.passes import load_all
 from tinyc.compiler.passes.schedule import greedy_order
-from tinyc.ir.plan import DEFAULT_BATCH
 from tinyc.compiler.passes.simplify import RULES
-
-RULES_BEFORE = dict(RULES)
 from tinyc.ir.errors import IRError
 from tinyc.ir.graph import Graph, Node
+from tinyc.ir.plan import DEFAULT_BATCH
 from tinyc.ir.printer import format_graph
 from tinyc.ir.types import TensorType
 from tinyc.ir.verify import verify
 from tinyc.runtime.reference import run_graph
+
+RULES_BEFORE = dict(RULES)
 
 PASSES = load_all()
 OPT_PASSES = ("simplify", "fold", "cse", "dce", "schedule")

@@ -22,10 +22,18 @@ ort = pytest.importorskip("onnxruntime")
 W = np.random.default_rng(7).normal(size=(4, 4)).astype(np.float32)
 GAIN = np.random.default_rng(8).normal(size=(4,)).astype(np.float32)
 
+
+
+def _applied(op: str, operands):
+    """A case applying `op` to operands(x, y)."""
+    return lambda b, x, y, i: b.apply(op, operands(x, y))
+
+
 CASES = {
-    **{op: (lambda op: lambda b, x, y, i: b.apply(op, [x, y]))(op) for op in ("add", "sub", "mul", "div", "pow", "maximum")},
-    **{op: (lambda op: lambda b, x, y, i: b.apply(op, [x, tc.maximum(x, y)]))(op) for op in ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal")},
-    **{op: (lambda op: lambda b, x, y, i: b.apply(op, [x]))(op) for op in ("neg", "sqrt", "exp", "log")},
+    **{op: _applied(op, lambda x, y: [x, y]) for op in ("add", "sub", "mul", "div", "pow", "maximum")},
+    **{op: _applied(op, lambda x, y: [x, tc.maximum(x, y)])
+       for op in ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal")},
+    **{op: _applied(op, lambda x, y: [x]) for op in ("neg", "sqrt", "exp", "log")},
     "relu": lambda b, x, y, i: tc.relu(x - 1.25),
     "where": lambda b, x, y, i: tc.where(x > y, x, y),
     "cast": lambda b, x, y, i: tc.cast(x * 3.0, "i64"),
@@ -102,7 +110,7 @@ def test_every_op_is_exported_or_refused_for_a_reason():
 def test_an_op_without_a_mapping_names_the_op_and_the_model_line():
     with new_graph("case") as b:
         x = tc.input("x", ("B", 3))
-        g = b.apply("relu_grad", [x, x]); line = __import__("inspect").currentframe().f_lineno  # noqa: E702
+        g = b.apply("relu_grad", [x, x]); line = __import__("inspect").currentframe().f_lineno
         graph = b.graph({"out": g})
     with pytest.raises(ExportError) as e:
         to_onnx(Program({"predict": Entry("predict", graph)}), {})

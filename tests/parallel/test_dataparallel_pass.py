@@ -120,7 +120,13 @@ def test_local_ranks_are_bitwise_reproducible():
 
 def test_local_comm_sums_in_rank_order():
     parts = [np.float32([1e8, 1.0]), np.float32([1.0, 2.0]), np.float32([-1e8, 3.0])]
-    got = run_ranks(LocalComm.world(3), lambda c: (lambda buf: (c.sum_in_place(buf), buf)[1])(parts[c.rank].copy()))
+
+    def summed(c):
+        buf = parts[c.rank].copy()
+        c.sum_in_place(buf)
+        return buf
+
+    got = run_ranks(LocalComm.world(3), summed)
     want = (parts[0] + parts[1]) + parts[2]  # (1e8 + 1) rounds to 1e8 in f32: the order shows
     for g in got:
         np.testing.assert_array_equal(g, want)

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 
 from tests.runtime.test_trainer import write_model, write_synthetic_idx
+from tinyc.runtime import load
 from tinyc.runtime.checkpoint import load_checkpoint
 from tinyc.runtime.comm import LocalComm, run_ranks
 from tinyc.runtime.datasets import load_dataset
-from tinyc.runtime import load
 from tinyc.runtime.threads import available_cores
 from tinyc.runtime.trainer import RunConfig, Trainer
 

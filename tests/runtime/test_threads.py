@@ -3,7 +3,6 @@ values refused in one line, and the count really reaching BLAS while a step runs
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 

@@ -14,6 +14,7 @@ from ..ir.version import __version__
 from . import compile_cmd, export_cmd, inspect_cmd, plot_cmd, predict_cmd, train_cmd
 from .errors import set_debug
 
+
 class _Command(typer.Typer):
     """The app as a process runs it (console script, `python -m tinyc`): a closed output pipe
     ends it as it ends every Unix tool, by SIGPIPE (the shell sees 141), quietly, wherever the

@@ -117,7 +117,7 @@ def _dataset_examples(name: str, data_dir: Path | None, split: str, index: str) 
     chosen = _indices(index, len(part))
     if not chosen:
         raise DataError(f"--index {index}: not N or A:B within the {len(part):,} examples of {name} {split}")
-    labels = part["label"] if "label" in part else None
+    labels = part.get("label")
     return [Example(f"{name} {split} #{i}", part["image"][i], None if labels is None else int(labels[i]),
                     pixels=True) for i in chosen]
 

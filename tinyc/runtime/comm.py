@@ -90,10 +90,10 @@ class LocalComm:
         w = _World(size)
         return [cls(w, r) for r in range(size)]
 
-    def Get_rank(self) -> int:  # noqa: N802  (mpi4py's names)
+    def Get_rank(self) -> int:  # mpi4py's names
         return self.rank
 
-    def Get_size(self) -> int:  # noqa: N802
+    def Get_size(self) -> int:
         return self.size
 
     def _exchange(self, value: Any) -> list[Any]:
@@ -113,7 +113,7 @@ class LocalComm:
             total += p
         np.copyto(buf, total)
 
-    def Barrier(self) -> None:  # noqa: N802
+    def Barrier(self) -> None:
         self._exchange(None)
 
     def bcast(self, obj: Any, root: int = 0) -> Any:
@@ -130,7 +130,7 @@ class LocalComm:
             total = total + p
         return total
 
-    def Abort(self, errorcode: int = 1) -> None:  # noqa: N802
+    def Abort(self, errorcode: int = 1) -> None:
         """Break every other rank out of its collective (they raise BrokenBarrierError)."""
         self._world.barrier.abort()
 

@@ -381,6 +381,6 @@ from .fused_kernels import FUSED_KERNELS  # the fused ops of the `fuse` pass (im
 
 KERNELS.update(FUSED_KERNELS)
 
-from .parallel_kernels import PACKING, PARALLEL_KERNELS  # noqa: E402,F401  (the data-parallel ops)
+from .parallel_kernels import PACKING, PARALLEL_KERNELS  # noqa: F401  (the data-parallel ops; PACKING for memplan)
 
 KERNELS.update(PARALLEL_KERNELS)

@@ -52,7 +52,7 @@ def _cuts(n: int, work_per_row: int) -> list[tuple[int, int]] | None:
     if blocks < 2:
         return None
     edges = [n * i // blocks for i in range(blocks + 1)]
-    return list(zip(edges[:-1], edges[1:]))
+    return list(itertools.pairwise(edges))
 
 
 def _row_inputs(ins: Sequence[np.ndarray], out: np.ndarray) -> list[bool]:
@@ -147,7 +147,7 @@ class Blocks:
 class _Task:
     """Blocks handed to the pool: whoever calls `work` claims the next unclaimed block."""
 
-    __slots__ = ("blocks", "claims", "finished", "done", "error")
+    __slots__ = ("blocks", "claims", "done", "error", "finished")
 
     def __init__(self, blocks: list[Callable[[], None]]) -> None:
         self.blocks = blocks

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import numpy as np  # noqa: F401  (loads NumPy's BLAS before threadpoolctl looks for it)
+import numpy as np  # loads NumPy's BLAS before threadpoolctl looks for it
 from threadpoolctl import ThreadpoolController
 
 from ..ir.errors import TinycError

@@ -13,7 +13,6 @@ from .idx import IDX_FILES, idx_files_present, read_idx_folder
 from .npz import SPEC_PREFIX as NPZ_SPEC_PREFIX
 from .npz import read_npz
 
-
 # Debian's dataset-* packages install their files in /usr/share/datasets/<name>; $TINYC_SYSTEM_DATA
 # moves that root (tests point it at an empty folder, so they never depend on what is installed).
 SYSTEM_DATA_ENV = "TINYC_SYSTEM_DATA"
