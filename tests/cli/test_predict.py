@@ -1,5 +1,6 @@
 """`tinyc predict` and `tinyc export` from the command line: tables, JSON lines, data-set examples,
-and every refusal as one line naming the file (sizes, colour, missing extras, raw data without a rule)."""
+folders, and every refusal as one line naming the file (sizes, colour, hostile files, missing
+extras, raw data without a rule, an output path that is an input)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.cli.test_bad_input import invoke, one_line_error
+from tests.runtime.test_images import png_header
 from tests.runtime.test_trainer import write_model, write_synthetic_idx
 from tinyc.compiler.driver import compile_file
 from tinyc.ir.codec import save_program
@@ -29,7 +31,8 @@ def work(tmp_path_factory):
     x = np.random.default_rng(0).integers(0, 256, (2, 28, 28), dtype=np.uint8)
     Image.fromarray(x[0]).save(d / "a.png")
     Image.fromarray(x[0]).resize((40, 30)).save(d / "wide.png")
-    Image.fromarray(x[0]).convert("RGB").save(d / "rgb.png")
+    colour = np.random.default_rng(1).integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    Image.fromarray(colour).save(d / "rgb.png")
     np.save(d / "raw.npy", x)
     np.save(d / "scaled.npy", x[:1].astype(np.float32) / np.float32(255))  # batch 1, as the PNG: same GEMM
     return d
@@ -64,7 +67,7 @@ def test_table_of_data_set_examples_with_labels(work):
 
 @pytest.mark.parametrize("args,words", [
     (["wide.png"], "wide.png: the image is 40x30 pixels, but the input takes 28x28"),
-    (["rgb.png"], "rgb.png: a RGB image, but the input takes greyscale images"),
+    (["rgb.png"], "rgb.png: a colour image (Pillow mode RGB), but the input takes greyscale images"),
     (["nothing.txt"], "nothing.txt: not an image"),
     (["--data", "idx:{data}", "--index", "99"], "--index 99: not N or A:B within the 20 examples"),
     ([], "nothing to predict"),
@@ -100,3 +103,77 @@ def test_export_refuses_weights_of_another_model(work, tmp_path):
                                  "-o", tmp_path / "out.onnx"))
     assert "parameter 'fc1.w' is float32[784, 16] in the checkpoint but float32[784, 32] in the program" in line
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_a_folder_predicts_its_files_in_name_order(work, tmp_path):
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    (folder / "b.png").write_bytes((work / "a.png").read_bytes())
+    (folder / "a.npy").write_bytes((work / "scaled.npy").read_bytes())
+    Image.open(work / "a.png").save(folder / "c.jpg")
+    (folder / ".DS_Store").write_bytes(b"\0\1")  # hidden files are not inputs
+    files = [folder / "a.npy", folder / "b.png", folder / "c.jpg"]
+    one_by_one = _json(invoke("predict", work / "mlp.ir", "--weights", work / "w.safetensors", *files, "--json"))
+    together = _json(invoke("predict", work / "mlp.ir", "--weights", work / "w.safetensors", folder, "--json"))
+    assert [r["input"] for r in together] == [f"{folder / 'a.npy'}[0]", str(folder / "b.png"), str(folder / "c.jpg")]
+    assert together == one_by_one
+
+
+def test_a_folder_with_other_files_is_refused_naming_one(work, tmp_path):
+    (tmp_path / "a.png").write_bytes((work / "a.png").read_bytes())
+    (tmp_path / "notes.txt").write_text("labels")
+    result = invoke("predict", work / "mlp.ir", "--weights", work / "w.safetensors", tmp_path)
+    assert one_line_error(result).startswith(f"error: {tmp_path / 'notes.txt'}: not an image (.png, ")
+    assert f"hint: predict reads the files directly in {tmp_path}" in result.stderr
+    (tmp_path / "notes.txt").unlink()
+    (tmp_path / "sub").mkdir()
+    line = one_line_error(invoke("predict", work / "mlp.ir", "--weights", work / "w.safetensors", tmp_path))
+    assert line == f"error: {tmp_path / 'sub'}: a folder"
+    line = one_line_error(invoke("predict", work / "mlp.ir", "--weights", work / "w.safetensors", tmp_path / "sub"))
+    assert line == f"error: {tmp_path / 'sub'}: an empty folder"
+
+
+def _hostile(path, kind):
+    x = np.random.default_rng(4).integers(0, 256, (28, 28), dtype=np.uint8)
+    if kind == "16-bit":
+        Image.fromarray(x.astype(np.uint16) * 257).save(path)
+    elif kind == "alpha":
+        Image.fromarray(np.dstack([x, x, x, np.where(x > 9, 255, 0).astype(np.uint8)])).save(path)
+    elif kind == "1x1":
+        Image.fromarray(x[:1, :1]).save(path)
+    elif kind == "huge":
+        png_header(path, 7000, 6000)  # 42 megapixels, its pixel data a few bytes: decoding it would fail
+    elif kind == "truncated":
+        Image.fromarray(x).save(path)
+        path.write_bytes(path.read_bytes()[:300])
+    else:
+        path.write_text("hello\n")
+
+
+@pytest.mark.parametrize("kind,words", [
+    ("truncated", "cannot read the image (image file is truncated"),
+    ("1x1", "the image is 1x1 pixels, but the input takes 28x28"),
+    ("16-bit", "the image has 16-bit pixels"),
+    ("alpha", "the image has transparent pixels"),
+    ("huge", "the image is 7000x6000 pixels, more than the 40,000,000 pixels tinyc decodes"),
+    ("text", "cannot read the image (cannot identify image file"),
+])
+def test_hostile_image_files_are_one_line_errors(work, tmp_path, kind, words):
+    path = tmp_path / "x.png"
+    _hostile(path, kind)
+    before = sorted(p.name for p in work.iterdir())
+    line = one_line_error(invoke("predict", work / "mlp.ir", "--weights", work / "w.safetensors", path,
+                                 *(["--resize"] if kind == "huge" else [])))
+    assert line.startswith(f"error: {path}: {words}"), line
+    assert sorted(p.name for p in work.iterdir()) == before and sorted(tmp_path.iterdir()) == [path]
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "safetensors"])
+def test_export_never_overwrites_its_inputs(work, tmp_path, fmt):
+    (tmp_path / "alias.ir").symlink_to(work / "mlp.ir")
+    kept = {p: p.read_bytes() for p in (work / "mlp.ir", work / "w.safetensors")}
+    for out in (work / "mlp.ir", tmp_path / "alias.ir", work / "w.safetensors"):
+        result = invoke("export", work / "mlp.ir", "--weights", work / "w.safetensors", "--format", fmt, "-o", out)
+        assert one_line_error(result).startswith(f"error: refusing to write -o {out}: it is the input")
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alias.ir"]  # no temporary file left

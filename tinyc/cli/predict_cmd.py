@@ -31,7 +31,8 @@ def predict(
     model: ProgramArgument,
     weights: WeightsOption,
     inputs: Annotated[list[Path] | None, typer.Argument(
-        help="Image files (PNG, JPEG, ...) or .npy arrays (one example, or a batch).", metavar="INPUT...",
+        help="Image files (PNG, JPEG, ...), .npy arrays (one example, or a batch), or folders of them.",
+        metavar="INPUT...",
         show_default=False)] = None,
     data: Annotated[str | None, opt("--data", "Predict examples of a data set instead: mnist, fashion-mnist, idx:DIR.")] = None,
     split: Annotated[str, typer.Option("--split", help="The data set's split: train or test.")] = "test",
@@ -64,7 +65,8 @@ def predict(
     if data is not None:
         examples = _dataset_examples(data, data_dir, split, index)
     else:
-        examples = [e for path in inputs for e in _file_examples(path, inp.type.shape[1:], resize, grey)]
+        shape = inp.type.shape[1:]
+        examples = [e for path, folder in _files(inputs) for e in _file_examples(path, shape, resize, grey, folder)]
     logits_name = logits_output(program)
     logits = np.concatenate([
         executor.predict({inp.name: _feed(inp, examples[s:s + batch_size])})[logits_name]
@@ -86,7 +88,21 @@ def _feed(inp: Any, batch: list[Example]) -> np.ndarray:
         raise DataError(f"inputs of different shapes: {', '.join(shapes[:2])}") from None
 
 
-def _file_examples(path: Path, shape: tuple, resize: bool, grey: bool) -> list[Example]:
+def _files(inputs: list[Path]) -> list[tuple[Path, Path | None]]:
+    """Each input file, and the files of each folder (by name; hidden ones skipped), with its folder."""
+    files: list[tuple[Path, Path | None]] = []
+    for path in inputs:
+        if not path.is_dir():
+            files.append((path, None))
+            continue
+        inside = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+        if not inside:
+            raise DataError(f"{path}: an empty folder")
+        files += [(p, path) for p in inside]
+    return files
+
+
+def _file_examples(path: Path, shape: tuple, resize: bool, grey: bool, folder: Path | None = None) -> list[Example]:
     """The examples in one file: an image, or a .npy array of one example or a batch of them."""
     from ..runtime.datasets.images import IMAGE_SUFFIXES, read_image
 
@@ -105,9 +121,13 @@ def _file_examples(path: Path, shape: tuple, resize: bool, grey: bool) -> list[E
             return [Example(f"{path}[{i}]", a) for i, a in enumerate(array)]
         raise DataError(f"{path}: an array of shape {list(array.shape)}, but the input takes examples of shape "
                         f"{list(shape)} (or a batch of them)")
-    if suffix in IMAGE_SUFFIXES:
+    if suffix in IMAGE_SUFFIXES and not path.is_dir():
         return [Example(str(path), read_image(str(path), shape, resize=resize, grey=grey), pixels=True)]
-    raise DataError(f"{path}: not an image ({', '.join(IMAGE_SUFFIXES)}) or a .npy file")
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    what = "a folder" if path.is_dir() else f"not an image ({', '.join(IMAGE_SUFFIXES)}) or a .npy file"
+    hint = f"predict reads the files directly in {folder}: name the ones to read, e.g. {folder}/*.png" if folder else ""
+    raise DataError(f"{path}: {what}", hint=hint)
 
 
 def _dataset_examples(name: str, data_dir: Path | None, split: str, index: str) -> list[Example]:
