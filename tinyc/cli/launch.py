@@ -60,9 +60,10 @@ def relaunch(procs: int) -> NoReturn:
 
 
 def join() -> tuple[Any | None, int]:
-    """(COMM_WORLD, ranks on this node) in an MPI job of more than one rank, else (None, 1).
-    Errors are from then on prefixed with the rank and end the whole job."""
+    """(COMM_WORLD, ranks of this node sharing this one's cores) in an MPI job of more than one
+    rank, else (None, 1). Errors are from then on prefixed with the rank and end the whole job."""
     from ..runtime.comm import mpi_world
+    from ..runtime.threads import cpu_set, sharing
 
     comm = mpi_world()
     if comm is None:
@@ -70,7 +71,8 @@ def join() -> tuple[Any | None, int]:
     from mpi4py import MPI
 
     set_rank(f"[rank {comm.Get_rank()}] ", lambda code: abort(comm, code))
-    return comm, comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
+    mine = cpu_set()
+    return comm, sharing(mine, comm.Split_type(MPI.COMM_TYPE_SHARED).allgather(mine))
 
 
 def abort(comm: Any, code: int) -> NoReturn:

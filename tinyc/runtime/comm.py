@@ -37,16 +37,30 @@ def launched_size(environ: dict[str, str] | None = None) -> int:
 
 def mpi_world() -> Any | None:
     """MPI's COMM_WORLD when this process runs in a job of more than one rank, else None."""
-    if launched_size() <= 1:
+    size = launched_size()
+    if size <= 1:
         return None
+    import warnings
+
     from ..ir.errors import TinycError
 
     try:
-        from mpi4py import MPI
+        with warnings.catch_warnings():  # mpi4py's multi-line warning of a foreign launcher: the error below says it
+            warnings.simplefilter("ignore", RuntimeWarning)
+            from mpi4py import MPI
     except ImportError as e:
         raise TinycError(f"this process was started by an MPI launcher, but mpi4py cannot be used ({e})",
                          hint='pip install "tinyc[mpi]" (or mpi4py built against your MPI)') from None
-    return MPI.COMM_WORLD
+    world = MPI.COMM_WORLD
+    if world.Get_size() != size:
+        # each process would train alone as "rank 0 of 1", all writing the same outputs
+        library = " ".join(MPI.Get_library_version().splitlines()[0].split())
+        raise TinycError(
+            f"the launcher started a job of {size} processes, but MPI sees {world.Get_size()}: mpi4py uses another "
+            f"MPI library ({library}) than the mpiexec that started this job",
+            hint="start the job with the mpiexec of the MPI that mpi4py loads, or point mpi4py at the launcher's "
+                 "library (MPI4PY_LIBMPI=/path/to/libmpi.so)")
+    return world
 
 
 def in_place_sum(comm: Any | None) -> Callable[[np.ndarray], None] | None:

@@ -3,7 +3,7 @@
 One rule decides the count: an explicit request (`Executor(threads=N)`, `tinyc run --threads N`),
 else `$TINYC_NUM_THREADS`, else the cores this process may run on (`os.sched_getaffinity`: a
 container's or `taskset`'s limit, not the machine's core count) divided among the processes that
-share them (data-parallel ranks on one node pass `share`).
+share them (data-parallel ranks on one node whose CPU sets overlap: `sharing`, passed as `share`).
 
 BLAS threads are set at run time through threadpoolctl (whichever BLAS NumPy loaded), only for
 the duration of a step (`blas_threads`), so NumPy code around tinyc keeps its own setting.
@@ -26,10 +26,26 @@ ENV_VAR = "TINYC_NUM_THREADS"
 
 def available_cores() -> int:
     """The cores this process may run on (its CPU affinity), at least 1."""
+    cpus = cpu_set()
+    return max(1, len(cpus)) if cpus is not None else max(1, os.cpu_count() or 1)
+
+
+def cpu_set() -> frozenset[int] | None:
+    """The CPUs this process may run on (its affinity); None where the platform has none (macOS, Windows)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # no affinity on this platform (macOS, Windows)
-        return max(1, os.cpu_count() or 1)
+        return frozenset(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
+def sharing(mine: frozenset[int] | None, everyone: list[frozenset[int] | None]) -> int:
+    """How many of the processes with CPU sets `everyone` (this one's included) compete for this
+    one's CPUs: all of them when nothing is known, else those whose CPUs overlap this one's. A
+    launcher that binds each rank to its own cores (Open MPI, `srun --cpu-bind`) leaves each rank
+    its own; an unbound launcher (MPICH's mpiexec) leaves all the node's ranks on the same cores."""
+    if mine is None or any(c is None for c in everyone):
+        return max(1, len(everyone))
+    return max(1, sum(1 for c in everyone if c & mine))
 
 
 def resolve_threads(requested: int | None = None, share: int = 1) -> int:
