@@ -94,10 +94,17 @@ def test_resume_on_another_world_size(program, data, tmp_path):
     assert one[0][0]["history"][1]["train_loss"] == pytest.approx(full[0][0]["history"][1]["train_loss"], rel=1e-4)
 
 
-def test_a_rank_left_without_examples_is_refused(program, data):
+def test_a_rank_left_without_examples_is_refused_at_start(program, data, tmp_path):
+    ckpt = tmp_path / "c.safetensors"
+
+    def rank(comm):  # the Trainer alone, no fit(): the refusal comes before any step
+        config = RunConfig.from_program(program, rank=comm.rank, epochs=1, limit=65, checkpoint=str(ckpt))
+        return Trainer(program, data["train"], data["test"], config, comm=comm)
+
     with pytest.raises(TinycError, match=r"3 ranks need at least 3 examples in every batch, but the last batch \(1 example\)") as info:
-        train(program, data, 3, epochs=1, limit=65)  # batches of 32, 32 and 1
+        run_ranks(LocalComm.world(3), rank)  # batches of 32, 32 and 1
     assert getattr(info.value, "every_rank", False)
+    assert not ckpt.exists()
 
 
 def test_ranks_with_other_settings_are_refused(program, data):
@@ -107,6 +114,36 @@ def test_ranks_with_other_settings_are_refused(program, data):
 
     with pytest.raises(TinycError, match="the ranks disagree on the settings: rank 0 has .*'lr': 0.1.* rank 1 has"):
         run_ranks(LocalComm.world(2), rank)
+
+
+def test_ranks_with_other_data_are_refused(program, data, tmp_path):
+    smaller = load_dataset(f"idx:{write_synthetic_idx(tmp_path, n_train=200, n_test=101)}")
+
+    def rank(comm):
+        config = RunConfig.from_program(program, rank=comm.rank, epochs=1)
+        train = data["train"] if comm.rank == 0 else smaller["train"]
+        return Trainer(program, train, data["test"], config, comm=comm)
+
+    with pytest.raises(TinycError, match="the ranks disagree on the training set size: rank 0 has 250, rank 1 has 200") as info:
+        run_ranks(LocalComm.world(2), rank)
+    assert getattr(info.value, "every_rank", False)
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused_on_every_rank(program, data, tmp_path):
+    other = compile_file(str(write_model(tmp_path, "other.py", hidden=8)))[0]
+    ckpt = str(tmp_path / "c.safetensors")
+    train(other, data, 1, epochs=1, checkpoint=ckpt)
+    failures = []
+
+    def rank(comm):
+        config = RunConfig.from_program(program, rank=comm.rank, epochs=2, checkpoint=ckpt, resume=True)
+        try:
+            Trainer(program, data["train"], data["test"], config, comm=comm).fit()
+        except TinycError as e:
+            failures.append((comm.rank, type(e).__name__, getattr(e, "every_rank", False)))
+
+    run_ranks(LocalComm.world(2), rank)  # no rank waits for another: each refuses the checkpoint itself
+    assert sorted(failures) == [(0, "CheckpointError", True), (1, "CheckpointError", True)]
 
 
 def test_a_non_finite_step_is_replayed_on_every_rank_and_names_the_rank(tmp_path, data):

@@ -42,7 +42,7 @@ from .evaluation import (  # noqa: F401 (accuracy_on, eval_data, logits_output: 
 from .executor import Executor
 from .memory import check_memory, run_memory
 from .metrics import MetricsLog, default_log_every
-from .ranks import World, program_digest
+from .ranks import World, on_every_rank, program_digest
 from .schedules import lr_at
 from .validation import best_path, best_so_far, holdout
 
@@ -287,7 +287,10 @@ class Trainer:
             # rank 0 reads the checkpoint and gives it to every rank: no shared file system needed
             found = self.world.from_root(lambda: load_checkpoint(cfg.checkpoint) if os.path.exists(cfg.checkpoint) else None)
             if found is not None:
-                self.restore(cfg.checkpoint, found)
+                try:
+                    self.restore(cfg.checkpoint, found)
+                except TinycError as e:  # every rank checks the same checkpoint against the same program and data
+                    raise on_every_rank(e) if self.world.size > 1 else e
                 self.reporter.message(f"resumed from {cfg.checkpoint} after epoch {self.state.epoch}")
             else:
                 self.reporter.message(f"no checkpoint at {cfg.checkpoint} yet: starting from scratch")
