@@ -203,6 +203,25 @@ def test_inspect_diff_of_a_training_pass_skips_predict(workdir):
     assert after.stdout.count("graph ") == 1 and "update w = " in after.stdout
 
 
+def test_inspect_shows_the_allreduce_and_its_bytes(workdir):
+    # the tiny model's gradients (w 16x3, b 3) and its two means (loss, accuracy): 53 floats, 212 bytes
+    tiny, sent = workdir / "tiny.py", 16 * 3 + 3 + 2
+    passes = invoke("inspect", tiny, "--passes", "--graph", "train_step")
+    assert passes.exit_code == 0, passes.output
+    names = [line.split()[0] for line in passes.stdout.splitlines() if re.match(r"^\w+\s+\d+ -> \d+", line)]
+    assert names.index("autodiff") < names.index("dataparallel") < names.index("optimizer")
+    diff = invoke("inspect", tiny, "--diff", "dataparallel", "--graph", "train_step")
+    assert diff.exit_code == 0, diff.output
+    added = [line for line in diff.stdout.splitlines() if line.startswith("+ %")]
+    assert [line.split(" = ")[0][2:].split(": ")[1] for line in added if " = allreduce " in line] == [f"f32[{sent}]"]
+    assert "+ input %batch_share: f32[]" in diff.stdout
+    text = invoke("inspect", tiny, "--graph", "train_step")
+    assert sum(" = allreduce %" in line for line in text.stdout.splitlines()) == 1
+    memory = invoke("inspect", tiny, "--memory", "--graph", "train_step")
+    assert re.search(rf"allreduce +{4 * sent} B per step, %\d+: f32\[{sent}\]", memory.stdout), memory.stdout
+    assert "allreduce" not in invoke("inspect", tiny, "--memory", "--graph", "predict").stdout
+
+
 def test_inspect_pass_missing_from_the_chosen_entry(workdir):
     result = invoke("inspect", workdir / "tiny.py", "--diff", "autodiff", "--graph", "predict")
     assert result.exit_code == 2

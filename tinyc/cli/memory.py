@@ -1,7 +1,7 @@
 """`tinyc inspect --memory`: a view of an entry's memory plan (`tinyc.ir.plan.MemoryPlan`).
 
 Every figure is the plan's own; the report adds only what each value alive at the peak is
-(op, type, line) and whether the backward pass keeps it. At a batch other than the plan's, the
+(op, type, line), whether the backward pass keeps it, and the bytes each `allreduce` sends. At a batch other than the plan's, the
 planner (`tinyc.compiler.passes.memplan`) takes the figures again: its decisions do not depend
 on the batch, only the bytes do.
 """
@@ -52,6 +52,9 @@ def memory_report(entry: Entry, batch: int | None = None) -> dict[str, Any]:
         "no_reuse_bytes": plan.no_reuse_bytes,
         "no_inplace_peak_bytes": plan.no_inplace_peak_bytes,
         "resident_bytes": plan.resident_bytes,
+        # what a data-parallel step sends: the buffer of each allreduce (all gradients and metrics)
+        "allreduce": [{"value": n.out, "type": str(n.type), "bytes": n.type.nbytes(default=plan.batch)}
+                      for n in graph.nodes if n.op == "allreduce"],
     }
 
 
@@ -64,8 +67,10 @@ def format_memory_report(report: Mapping[str, Any]) -> str:
              f"  arena (packed)    {human_bytes(report['arena_bytes'])}  (what the executor allocates)",
              f"  without reuse     {human_bytes(report['no_reuse_bytes'])}",
              f"  without in-place  {human_bytes(report['no_inplace_peak_bytes'])}",
-             f"  resident (inputs, params, state) {human_bytes(report['resident_bytes'])}",
-             f"  alive at the peak ({len(report['live_at_peak'])} values):"]
+             f"  resident (inputs, params, state) {human_bytes(report['resident_bytes'])}"]
+    lines += [f"  allreduce         {human_bytes(r['bytes'])} per step, %{r['value']}: {r['type']}  (summed over the ranks)"
+              for r in report.get("allreduce", ())]
+    lines.append(f"  alive at the peak ({len(report['live_at_peak'])} values):")
     for r in report["live_at_peak"]:
         saved = "  saved for backward" if r["saved_for_backward"] else ""
         saved += f"  (in {r['in_place_of']}'s array)" if r["in_place_of"] else ""
