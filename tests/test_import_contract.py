@@ -10,6 +10,7 @@ ones inside functions included, of every file under tinyc/runtime, tinyc/ir and 
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 import textwrap
@@ -189,7 +190,11 @@ def top_level_imports(path: Path, package: str) -> list[str]:
     return [m for _, m in _imports(ast.parse(path.read_text(), str(path)).body, package)]
 
 
-@pytest.mark.parametrize("layer,path", FILES, ids=[str(p.relative_to(PACKAGE)) for _, p in FILES])
+# the command line too: `tinyc run` joins an MPI job (mpi4py) only when a launcher started it
+LAZY_FILES = FILES + [("cli", p) for p in sorted((PACKAGE / "cli").glob("**/*.py"))]
+
+
+@pytest.mark.parametrize("layer,path", LAZY_FILES, ids=[str(p.relative_to(PACKAGE)) for _, p in LAZY_FILES])
 def test_optional_extras_are_imported_lazily(layer, path):
     eager = [m for m in top_level_imports(path, _package_of(path)) if any(_is_under(m, x) for x in LAZY)]
     assert not eager, f"{path.name} imports {eager} at module level"
@@ -274,3 +279,30 @@ def test_the_command_line_starts_without_matplotlib():
     script = "import sys, tinyc.cli.main, tinyc.cli.plot_cmd; assert 'matplotlib' not in sys.modules; print('ok')"
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_a_one_process_run_never_imports_mpi4py(tmp_path):
+    # mpi4py (the `mpi` extra) is imported only in a job of more than one rank: a one-process
+    # `tinyc run` and `tinyc eval`, started by no launcher, work where it cannot be imported
+    from tests.runtime.test_trainer import write_model, write_synthetic_idx
+
+    write_synthetic_idx(tmp_path / "data", n_train=64, n_test=32)
+    write_model(tmp_path, hidden=8)
+    body = textwrap.dedent(
+        """
+        from tinyc.cli.main import app
+        for args in (["run", "mlp.py", "--data", "idx:data", "--epochs", "1", "--checkpoint", "c.safetensors"],
+                     ["eval", "mlp.py", "--weights", "c.safetensors", "--data", "idx:data"]):
+            try:
+                app(args)
+            except SystemExit as e:
+                assert not e.code, (args, e.code)
+        names = ["tinyc.cli.main"]
+        """
+    )
+    script = BLOCKER.format(blocked=("mpi4py",), layer="one-process run") + body + LEAKS
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "MV2_"))}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test accuracy" in proc.stdout and "imported" in proc.stdout
