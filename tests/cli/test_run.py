@@ -159,7 +159,7 @@ def test_wrong_shape_names_the_input(work):
     source = source.replace('("B", 28, 28)', '("B", 784)').replace('image.reshape("B", 784)', "image")
     program = _compile(work, "flat", source)
     result = invoke("run", program, "--data", f"idx:{work / 'data'}")
-    assert_one_line_error(result, "'image'", "f32[B,784]", "(N, 28, 28)")
+    assert_one_line_error(result, "'image'", "f32[B,784]", "[N,28,28]")
 
 
 def test_corrupt_checkpoint_is_one_line(work, trained, tmp_path):

@@ -385,9 +385,12 @@ def test_bind_missing_field():
 @pytest.mark.parametrize(
     "ttype, data_size, expected",
     [
-        (TensorType("f32", ("B", 28, 28)), 32, "input 'image' expects f32[B,28,28], data has (N, 32, 32)"),
-        (TensorType("f32", ("B", 784)), 28, "input 'image' expects f32[B,784], data has (N, 28, 28)"),
-        (TensorType("i64", ("B", 28, 28)), 28, "input 'image' expects i64[B,28,28], data has dtype float32"),
+        # the messages of any feed (tinyc.runtime.binding.check_feed), the record axis shown as N
+        (TensorType("f32", ("B", 28, 28)), 32,
+         "data set mnist: input 'image' is f32[B,28,28] but was fed shape [N,32,32]: dim 1 is 32, expected 28"),
+        (TensorType("f32", ("B", 784)), 28,
+         "data set mnist: input 'image' is f32[B,784] (rank 2) but was fed an array of shape [N,28,28] (rank 3)"),
+        (TensorType("i64", ("B", 28, 28)), 28, "data set mnist: input 'image' is i64[B,28,28] but was fed float32 data"),
     ],
 )
 def test_bind_mismatch(ttype, data_size, expected):
@@ -399,7 +402,7 @@ def test_bind_mismatch(ttype, data_size, expected):
 def test_bind_symbols_must_agree():
     s = Split("toy", "train", {"a": np.zeros((4, 3)), "b": np.zeros((4, 5))})
     assert len(bind(s, {"a": TensorType("f64", ("B", "D")), "b": TensorType("f64", ("B", 5))})) == 2
-    with pytest.raises(DataError, match="D is 3"):
+    with pytest.raises(DataError, match=r"input 'b' is f64\[B,D\] and was fed shape \[N,5\]: D=5 here but D=3 in input 'a'"):
         bind(s, {"a": TensorType("f64", ("B", "D")), "b": TensorType("f64", ("B", "D"))})
 
 

@@ -73,7 +73,7 @@ def test_shapes_and_labels_are_checked_against_the_program(models, tmp_path):  #
     program, config = models["sgd"], RunConfig.from_program(models["sgd"])
     small = load_dataset(_bad(tmp_path, train_image=np.zeros((64, 27, 27), np.uint8),
                               test_image=np.zeros((32, 27, 27), np.uint8)))
-    with pytest.raises(DataError, match=r"input 'image' expects f32\[B,28,28\], data has \(N, 27, 27\)"):
+    with pytest.raises(DataError, match=r"input 'image' is f32\[B,28,28\] but was fed shape \[N,27,27\]"):
         Trainer(program, small.train, small.test, config)
     labels = arrays()["train_label"].copy()
     labels[5] = 10

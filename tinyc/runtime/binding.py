@@ -1,9 +1,9 @@
 """Binding a run: feeds to a graph's inputs, symbolic dims to sizes, attributes to those sizes.
 
-Both executors (the planned `Executor` and the reference `run_graph`) bind here, so one
-mistake raises one error with one message: a DataError naming the input, its type and the
-shape or dtype it was fed. Each fed array then goes through the input's declared
-preprocessing (`feeds.prepare`).
+Both executors (the planned `Executor` and the reference `run_graph`) and the data-set binding
+(`datasets.bind`) check feeds here, so one mistake raises one error with one message: a
+DataError naming the input, its type and the shape or dtype it was fed. Each fed array then
+goes through the input's declared preprocessing (`feeds.prepare`).
 """
 
 from __future__ import annotations
@@ -43,24 +43,38 @@ def bind_feeds(inputs: Sequence[Input], feeds: Mapping[str, Any], required: Coll
                                 hint=f"feed an array of type {t} under the name {name!r}")
             continue
         a = np.asarray(feeds[name])
-        if a.dtype.kind not in FEEDABLE_KINDS[t.np_dtype.kind]:
-            raise DataError(f"{where}input {name!r} is {t} but was fed {a.dtype} data",
-                            hint=f"convert it, e.g. np.asarray(x, dtype='{t.np_dtype}')")
-        if a.ndim != t.rank:
-            raise DataError(f"{where}input {name!r} is {t} (rank {t.rank}) but was fed an array of shape "
-                            f"{format_shape(a.shape)} (rank {a.ndim})")
-        for axis, (dim, size) in enumerate(zip(t.shape, a.shape)):
-            if isinstance(dim, int):
-                if dim != size:
-                    raise DataError(f"{where}input {name!r} is {t} but was fed shape {format_shape(a.shape)}: "
-                                    f"dim {axis} is {size}, expected {dim}")
-            elif dim not in bindings:
-                bindings[dim], bound_by[dim] = size, name
-            elif bindings[dim] != size:
-                raise DataError(f"{where}input {name!r} is {t} and was fed shape {format_shape(a.shape)}: "
-                                f"{dim}={size} here but {dim}={bindings[dim]} in input {bound_by[dim]!r}")
+        check_feed(name, t, a, bindings, bound_by, where)
         arrays[name] = prepare(name, a, t, inp.preprocess)
     return arrays, bindings
+
+
+def check_feed(name: str, t: TensorType, a: np.ndarray, bindings: dict[str, int], bound_by: dict[str, str],
+               where: str = "", records: bool = False) -> None:
+    """Refuse array `a` for input `name` of type `t` (DataError) on a wrong kind of data, rank or
+    dim, or a symbol bound otherwise by the input `bound_by[symbol]`; else bind t's symbols.
+
+    With `records`, axis 0 of `a` is a data set's record axis (shown as N): the batch, bound
+    per batch by the executor, so neither checked nor bound here.
+    """
+    if a.dtype.kind not in FEEDABLE_KINDS[t.np_dtype.kind]:
+        raise DataError(f"{where}input {name!r} is {t} but was fed {a.dtype} data",
+                        hint=f"convert it, e.g. np.asarray(x, dtype='{t.np_dtype}')")
+    shape = format_shape(("N", *a.shape[1:]) if records and a.ndim else a.shape)
+    if a.ndim != t.rank:
+        raise DataError(f"{where}input {name!r} is {t} (rank {t.rank}) but was fed an array of shape "
+                        f"{shape} (rank {a.ndim})")
+    for axis, (dim, size) in enumerate(zip(t.shape, a.shape)):
+        if records and axis == 0:
+            continue
+        if isinstance(dim, int):
+            if dim != size:
+                raise DataError(f"{where}input {name!r} is {t} but was fed shape {shape}: "
+                                f"dim {axis} is {size}, expected {dim}")
+        elif dim not in bindings:
+            bindings[dim], bound_by[dim] = size, name
+        elif bindings[dim] != size:
+            raise DataError(f"{where}input {name!r} is {t} and was fed shape {shape}: "
+                            f"{dim}={size} here but {dim}={bindings[dim]} in input {bound_by[dim]!r}")
 
 
 def resolve_dims(t: TensorType | Sequence, bindings: Mapping[str, int], node: Node) -> tuple[int, ...]:

@@ -11,6 +11,7 @@ from tinyc.ir.errors import DataError
 from tinyc.ir.preprocess import make_rule
 from tinyc.ir.types import TensorType
 
+from ..binding import check_feed
 from ..feeds import prepare
 
 
@@ -77,43 +78,27 @@ def pixel_split(dataset: str, name: str, images: np.ndarray, labels: np.ndarray)
                  raw_rules={"image": PIXELS})
 
 
-def _record_shape(shape: tuple) -> str:
-    return "(" + ", ".join(["N", *(str(d) for d in shape[1:])]) + ")"
-
-
 def bind(split: Split, input_types: Mapping[str, TensorType],
          rules: Mapping[str, Mapping] | None = None) -> dict[str, np.ndarray]:
     """Fields bound by name to the program's inputs, checked, and converted (by each input's
     declared preprocessing `rules`, else the data set's own `raw_rules`) or cast to its dtype.
 
-    The leading dim of every input is the batch (the data's record axis); the others must match the
-    data's, and a symbol must stand for the same size wherever it appears.
+    The leading dim of every input is the batch (the data's record axis); the others are checked
+    as any feed is (`tinyc.runtime.binding.check_feed`).
     """
     dataset = getattr(split, "dataset", "?")
-    fields = ", ".join(split)
-    symbols: dict[str, tuple[int, str]] = {}
+    bindings: dict[str, int] = {}
+    bound_by: dict[str, str] = {}
     bound = {}
     for name, ttype in input_types.items():
         if name not in split:
             raise DataError(
-                f"program input {name!r} has no field in data set {dataset} (fields: {fields})",
+                f"program input {name!r} has no field in data set {dataset} (fields: {', '.join(split)})",
                 hint="name the model's inputs after the data set's fields",
             )
         array = np.asarray(split[name])
-        mismatch = f"input {name!r} expects {ttype}, data has {_record_shape(array.shape)}"
-        if array.ndim != ttype.rank or array.ndim == 0:
-            raise DataError(mismatch)
-        for dim, size in zip(ttype.shape[1:], array.shape[1:]):
-            if isinstance(dim, int) and dim != size:
-                raise DataError(mismatch)
-            if isinstance(dim, str):
-                seen = symbols.setdefault(dim, (size, name))
-                if seen[0] != size:
-                    raise DataError(f"{mismatch}; {dim} is {seen[0]} for input {seen[1]!r}")
+        check_feed(name, ttype, array, bindings, bound_by, f"data set {dataset}: ", records=True)
         array = prepare(name, array, ttype, (rules or {}).get(name, {}), getattr(split, "raw_rules", {}).get(name))
-        kind = ttype.np_dtype.kind
-        if array.dtype.kind != kind and not (array.dtype.kind in "iu" and kind == "i"):
-            raise DataError(f"input {name!r} expects {ttype}, data has dtype {array.dtype}")
         bound[name] = array.astype(ttype.np_dtype, copy=False)
     return bound
 
