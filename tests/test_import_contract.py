@@ -5,6 +5,8 @@ run in place), never the executor, models, cli or tinyc/__init__ (the front-end)
 Checked twice: dynamically (a subprocess that makes the forbidden modules unimportable, then
 imports every module of the layer and runs a graph) and statically (every import statement, lazy
 ones inside functions included, of every file under tinyc/runtime, tinyc/ir and tinyc/compiler).
+Across the whole package: no import circle, and the optional extras (mpi4py, onnx, PIL,
+matplotlib) imported only inside the functions that use them.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ KERNEL_TABLES = ("tinyc.runtime.kernels", "tinyc.runtime.fused_kernels", "tinyc.
 RUNTIME_MODULES = sorted(f"tinyc.runtime.{p.stem}" for p in (PACKAGE / "runtime").glob("*.py") if p.stem != "__init__")
 COMPILER_FORBIDDEN = ("tinyc.models", "tinyc.cli", "tinyc.frontend",
                       *(m for m in RUNTIME_MODULES if m not in KERNEL_TABLES), "tinyc.runtime.datasets")
-# optional extras: the runtime imports them only inside the functions that use them
-LAZY = ("mpi4py", "onnx", "onnxruntime", "PIL")
+# optional extras (MPI, ONNX, images, plots): every module imports them only inside the functions that use them
+LAZY = ("mpi4py", "onnx", "onnxruntime", "PIL", "matplotlib")
 
 # the head of every script that runs a layer alone: a finder that makes BLOCKED unimportable
 BLOCKER = textwrap.dedent(
@@ -190,8 +192,9 @@ def top_level_imports(path: Path, package: str) -> list[str]:
     return [m for _, m in _imports(ast.parse(path.read_text(), str(path)).body, package)]
 
 
-# the command line too: `tinyc run` joins an MPI job (mpi4py) only when a launcher started it
-LAZY_FILES = FILES + [("cli", p) for p in sorted((PACKAGE / "cli").glob("**/*.py"))]
+# every file of the package: the command line too (`tinyc run` joins an MPI job, mpi4py, only when a
+# launcher started it; `tinyc plot` loads matplotlib when it draws), the models and the front-end
+LAZY_FILES = [(p.relative_to(PACKAGE).parts[0], p) for p in sorted(PACKAGE.glob("**/*.py"))]
 
 
 @pytest.mark.parametrize("layer,path", LAZY_FILES, ids=[str(p.relative_to(PACKAGE)) for _, p in LAZY_FILES])
@@ -257,8 +260,9 @@ def import_cycle(layer: str) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("layer", ["ir", "runtime", "compiler"])
+@pytest.mark.parametrize("layer", ["ir", "runtime", "compiler", ""], ids=["ir", "runtime", "compiler", "tinyc"])
 def test_no_import_circle(layer):
+    # "" is the whole package: no circle across layers either (cli, export, models, front-end)
     assert import_cycle(layer) == []
 
 
