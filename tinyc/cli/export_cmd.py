@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from ..ir.fileio import atomic_write, check_outputs
+from ..ir.program import PREDICT_ENTRY
 from ..ir.types import format_shape
 from .errors import DebugOption, EntryOption, handles_errors, opt
 from .output import echo, human_bytes
@@ -48,7 +49,7 @@ def export(
         return
     from ..export.onnx_model import OPSET, encode_onnx
 
-    graph = program.entry("predict").graph
+    graph = program.entry(PREDICT_ENTRY).graph
     data = encode_onnx(program, {p.name: executor.params[p.name] for p in graph.params})
     atomic_write(output, data)
     ins = ", ".join(f"{i.name} {_raw_type(i)}" for i in graph.inputs)

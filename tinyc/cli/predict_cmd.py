@@ -12,6 +12,7 @@ import numpy as np
 import typer
 
 from ..ir.errors import DataError
+from ..ir.program import PREDICT_ENTRY
 from .errors import DebugOption, EntryOption, handles_errors, opt
 from .output import echo, table
 from .session import load_or_compile
@@ -55,7 +56,7 @@ def predict(
     if inputs and data is not None:
         raise DataError("give INPUT files or --data, not both")
     program = load_or_compile(model, entry).program
-    graph = program.entry("predict").graph
+    graph = program.entry(PREDICT_ENTRY).graph
     if len(graph.inputs) != 1:
         raise DataError(f"predict takes programs with one input; this one has {len(graph.inputs)} "
                         f"({', '.join(i.name for i in graph.inputs)})", hint="use the Python API: Executor.predict")

@@ -17,7 +17,7 @@ from ..compiler.manager import node_flops
 from ..ir.graph import Graph
 from ..ir.numfmt import human_bytes, human_count
 from ..ir.plan import reference_batch
-from ..ir.program import Program
+from ..ir.program import TRAIN_ENTRY, Program
 from .output import echo, table
 from .views import role_of
 
@@ -90,6 +90,6 @@ def print_layer_summary(program: Program, entry: str) -> None:
     echo("")
     table(["layer", "output", "params", "forward FLOPs", "backward FLOPs", "saved for backward"], cells,
           title=f"entry {entry}: layers (FLOPs and bytes at batch {batch})", right=(2, 3, 4, 5))
-    line = optimizer_line(program, graph, optimizer) if entry == "train_step" else None
+    line = optimizer_line(program, graph, optimizer) if entry == TRAIN_ENTRY else None
     if line:
         echo(line)

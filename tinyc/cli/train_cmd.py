@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from ..ir.fileio import check_outputs
+from ..ir.program import TRAIN_ENTRY
 from ..ir.train import SCHEDULES
 from .errors import INTERRUPTED, DebugOption, EntryOption, fail, handles_errors, opt
 from .launch import abort, join, relaunch
@@ -154,7 +155,7 @@ def run(
     if plot is not None and root:
         reporter = PlotEachEpoch(reporter, metrics_out, plot)
     trainer = Trainer(program, dataset.train, dataset.test, config, reporter, comm=comm)
-    params = param_count(program.entry("train_step").graph)[1]
+    params = param_count(program.entry(TRAIN_ENTRY).graph)[1]
     ranks = f" on {comm.Get_size()} ranks x {threads} threads" if comm is not None else ""
     say(
         f"training {program.meta.get('model') or model.name} ({params:,} params) on {dataset.name}{ranks}: "

@@ -20,12 +20,11 @@ import numpy as np
 from ..ir import preprocess
 from ..ir.errors import TinycError
 from ..ir.graph import Graph, Node
-from ..ir.program import Program
+from ..ir.program import PREDICT_ENTRY, Program
 from ..ir.types import TensorType
 
 OPSET = 18  # LayerNormalization (17) and reductions taking axes as an input (18)
 IR_VERSION = 8  # the oldest ONNX IR that carries opset 18: readable by older ONNX Runtimes too
-PREDICT = "predict"
 
 
 class ExportError(TinycError):
@@ -40,7 +39,7 @@ def _onnx():
     return onnx
 
 
-def to_onnx(program: Program, weights: Mapping[str, np.ndarray], entry: str = PREDICT) -> Any:
+def to_onnx(program: Program, weights: Mapping[str, np.ndarray], entry: str = PREDICT_ENTRY) -> Any:
     """An `onnx.ModelProto` of `entry` with `weights` as initializers, checked by onnx.checker."""
     onnx = _onnx()
     graph = program.entry(entry).graph
@@ -71,7 +70,7 @@ def to_onnx(program: Program, weights: Mapping[str, np.ndarray], entry: str = PR
     return model
 
 
-def encode_onnx(program: Program, weights: Mapping[str, np.ndarray], entry: str = PREDICT) -> bytes:
+def encode_onnx(program: Program, weights: Mapping[str, np.ndarray], entry: str = PREDICT_ENTRY) -> bytes:
     """The serialized ONNX model (write it with `tinyc.ir.fileio.atomic_write`)."""
     return to_onnx(program, weights, entry).SerializeToString()
 
