@@ -30,7 +30,7 @@ from tinyc.runtime.trainer import RunConfig, Trainer
 
 MPIEXEC = str(Path(sys.executable).parent / "mpiexec")  # installed by `pip install mpich` (the mpi extra)
 TINYC = [sys.executable, "-m", "tinyc"]
-LIMIT_S = 60  # a hung job is killed by `timeout` well before pytest would notice
+LIMIT_S = 120  # a hung job is killed by `timeout`; generous, as a loaded shared machine can be slow to start ranks
 BATCH = ["--batch-size", "33"]  # 250 = 7 x 33 + 19: every batch splits unevenly (17/16, last 10/9)
 
 
@@ -145,8 +145,9 @@ def test_an_error_on_one_rank_ends_the_job(work):
     assert r.returncode not in (0, 124, 137), r.stderr
     # by default the ranks on one machine share its cores: never more BLAS threads than cores
     assert f"on 2 ranks x {max(1, available_cores() // 2)} threads" in r.stdout
+    # rank 0's line; mpiexec forwards each rank's stderr by itself, so no order between ranks is assumed
     errors = [line for line in r.stderr.splitlines() if "error:" in line]
-    assert errors[0].startswith("[rank 0] error:") and "No space left on device" in errors[0], r.stderr
+    assert any(e.startswith("[rank 0] error:") and "No space left on device" in e for e in errors), r.stderr
 
 
 def test_a_killed_rank_ends_the_job_and_the_checkpoint_resumes(work):
