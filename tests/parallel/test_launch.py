@@ -19,6 +19,8 @@ def test_the_job_size_comes_from_any_launcher_s_variable():
         assert launched_size({var: "4"}) == 4
     assert launched_size({"PMI_SIZE": "", "OMPI_COMM_WORLD_SIZE": "3"}) == 3
     assert launched_size({"PMI_SIZE": "two"}) == 1  # not a count: no job
+    assert launched_size({"PMIX_RANK": "0"}) is None  # srun --mpi=pmix: MPI tells the size
+    assert launched_size({"PMIX_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2"}) == 2  # Open MPI's mpirun says both
 
 
 def test_ranks_sharing_cores_divide_them_and_bound_ranks_keep_their_own():
@@ -45,3 +47,4 @@ def test_a_launcher_of_another_mpi_is_one_clear_error(tmp_path, var):
     lines = r.stderr.splitlines()
     assert lines[0].startswith("error: the launcher started a job of 2 processes, but MPI sees 1"), r.stderr
     assert [line.split(":")[0] for line in lines] == ["error", "hint"]  # mpi4py's own warning is not shown
+

@@ -51,7 +51,7 @@ def relaunch(procs: int) -> NoReturn:
     """Become `mpiexec -n procs python -m tinyc <the same arguments>` (one machine)."""
     from ..runtime.comm import launched_size
 
-    if launched_size() > 1:
+    if launched_size() != 1:
         raise TinycError("--procs starts its own MPI job; this process already runs in one",
                          hint="drop --procs when you start tinyc with mpiexec or srun")
     mpiexec = find_mpiexec()

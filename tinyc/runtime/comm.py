@@ -25,20 +25,25 @@ import numpy as np
 WORLD_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
-def launched_size(environ: dict[str, str] | None = None) -> int:
-    """The job size an MPI launcher (mpiexec, srun) announced to this process; 1 if none."""
+# A PMIx launcher (`srun --mpi=pmix`, Open MPI 5's `prterun`) gives a rank but no size: MPI tells it.
+PMIX_RANK_VAR = "PMIX_RANK"
+
+
+def launched_size(environ: dict[str, str] | None = None) -> int | None:
+    """The job size an MPI launcher (mpiexec, srun) announced to this process: 1 if none started
+    it, None if one did without saying how many it started (PMIx)."""
     env = os.environ if environ is None else environ
     for var in WORLD_SIZE_VARS:
         value = env.get(var, "")
         if value.isdigit():
             return int(value)
-    return 1
+    return None if PMIX_RANK_VAR in env else 1
 
 
 def mpi_world() -> Any | None:
     """MPI's COMM_WORLD when this process runs in a job of more than one rank, else None."""
     size = launched_size()
-    if size <= 1:
+    if size == 1:
         return None
     import warnings
 
@@ -52,6 +57,8 @@ def mpi_world() -> Any | None:
         raise TinycError(f"this process was started by an MPI launcher, but mpi4py cannot be used ({e})",
                          hint='pip install "tinyc[mpi]" (or mpi4py built against your MPI)') from None
     world = MPI.COMM_WORLD
+    if size is None:  # a PMIx launcher: MPI says how many
+        return world if world.Get_size() > 1 else None
     if world.Get_size() != size:
         # each process would train alone as "rank 0 of 1", all writing the same outputs
         library = " ".join(MPI.Get_library_version().splitlines()[0].split())
