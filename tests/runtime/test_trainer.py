@@ -269,3 +269,21 @@ def test_metrics_file_has_one_epoch_row_per_epoch(models, data, tmp_path):
     assert [r["epoch"] for r in epochs] == [1, 2]
     assert {"epoch", "train_loss", "train_accuracy", "test_accuracy", "epoch_seconds"} <= set(epochs[0])
     assert not any(os.path.basename(p).startswith("m.jsonl.") for p in os.listdir(tmp_path))  # no temp files left
+
+
+def test_run_settings_default_to_and_are_checked_like_tc_train():
+    import tinyc as tc
+    from tinyc.ir.errors import IRError, TinycError
+
+    # a program that stores no settings runs with what tc.Train would have stored
+    with tc.graph():
+        loss = tc.sum(tc.param("w", (2,)))
+    stored = tc.Train(loss).defaults()
+    assert {k: getattr(RunConfig(), k) for k in stored} == stored
+    # the same rule refuses a bad value, naming the flag here and tc.Train there
+    for key, bad in [("epochs", -1), ("batch_size", 0), ("lr", float("inf")), ("schedule", "warp"), ("step_size", 0)]:
+        with pytest.raises(TinycError) as flag:
+            RunConfig(**{key: bad}).validate()
+        with pytest.raises(IRError) as train:
+            tc.Train(loss, **{key: bad}).defaults()
+        assert str(flag.value) == "--" + key.replace("_", "-") + str(train.value).removeprefix("tc.Train: " + key)

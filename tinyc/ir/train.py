@@ -117,6 +117,11 @@ def train_defaults_problem(values: Mapping[str, Any]) -> str:
     return ""
 
 
+# The stored settings where a program stores none (a hand-built Program, `RunConfig()`): tc.Train's
+# defaults, the learning rate that of its default optimizer. Their one home is the Train dataclass.
+STORED_DEFAULTS: dict[str, Any] = Train(loss=None).defaults()
+
+
 # The program meta entries tinyc reads, with their types (other entries are kept and ignored).
 PROGRAM_META: dict[str, type] = {
     "train": dict, "optimizer": dict, "model": str, "tinyc": str, "data_inputs": list, "label_inputs": list,

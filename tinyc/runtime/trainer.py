@@ -25,7 +25,7 @@ import numpy as np
 from ..ir.errors import CheckpointError, DataError, NumericsError, OutputError, TinycError
 from ..ir.fileio import check_outputs, hold_lock, remove_stale_temps
 from ..ir.program import LOSS_OUTPUT, PREDICT_ENTRY, TRAIN_ENTRY, Program
-from ..ir.train import SCHEDULES, train_defaults_problem
+from ..ir.train import STORED_DEFAULTS, TRAIN_DEFAULTS, train_defaults_problem
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .datasets import bind, epoch_order
 from .evaluation import (  # noqa: F401 (accuracy_on, eval_data, logits_output: also imported from here)
@@ -54,13 +54,14 @@ SNAPSHOTS_PER_EPOCH = 10  # in-memory states kept to replay a non-finite step fr
 class RunConfig:
     """Training settings: the program's stored defaults, overridden by command-line flags."""
 
-    epochs: int = 1
-    batch_size: int = 64
-    lr: float = 0.01
-    schedule: str = "constant"
-    warmup: int = 0
-    gamma: float = 0.1
-    step_size: int = 1
+    # the settings a program stores (tc.Train's, checked by the same rule); these defaults are its defaults
+    epochs: int = STORED_DEFAULTS["epochs"]
+    batch_size: int = STORED_DEFAULTS["batch_size"]
+    lr: float = STORED_DEFAULTS["lr"]
+    schedule: str = STORED_DEFAULTS["schedule"]
+    warmup: int = STORED_DEFAULTS["warmup"]
+    gamma: float = STORED_DEFAULTS["gamma"]
+    step_size: int = STORED_DEFAULTS["step_size"]
     seed: int = 0
     limit: int | None = None
     shuffle: bool = True
@@ -92,12 +93,11 @@ class RunConfig:
 
     def validate(self) -> None:
         """Refuse settings no run can use, naming the flag."""
+        problem = train_defaults_problem({key: getattr(self, key) for key in TRAIN_DEFAULTS})  # tc.Train's rule
+        if problem:
+            key, _, rest = problem.partition(" ")
+            raise TinycError(f"--{key.replace('_', '-')} {rest}")
         checks = [
-            (self.epochs >= 0, "--epochs must be >= 0"),
-            (self.batch_size >= 1, "--batch-size must be >= 1"),
-            (math.isfinite(self.lr) and self.lr >= 0, "--lr must be a finite number >= 0"),
-            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
-            (self.warmup >= 0, "--warmup must be >= 0"),
             (self.limit is None or self.limit >= 1, "--limit must be >= 1"),
             (self.log_every is None or self.log_every >= 1, "--log-every must be >= 1"),
             (isinstance(self.seed, int) and self.seed >= 0, "--seed must be an integer >= 0"),
