@@ -12,7 +12,8 @@ import pytest
 
 from tests.cli.test_cli import error_lines, invoke
 from tests.cli.test_run import work  # noqa: F401 (fixture)
-from tinyc.cli.plot_cmd import DPI, SIZE_IN, smooth
+from tinyc.cli.plot_cmd import DPI, SIZE_IN, draw, smooth
+from tinyc.runtime.metrics import read_rows
 
 pytest.importorskip("matplotlib")  # the `plot` extra; CI installs it
 
@@ -66,6 +67,62 @@ def test_bad_suffix_and_bad_file_are_one_line_errors(tmp_path):
     result = invoke("plot", empty, "-o", tmp_path / "c.png")
     assert result.exit_code == 2 and "no metrics rows" in error_lines(result)[0]
     assert "Traceback" not in result.output and not (tmp_path / "c.png").exists()
+
+
+def test_the_panels_hold_the_files_series(tmp_path):
+    a, b = write_metrics(tmp_path / "a.jsonl"), write_metrics(tmp_path / "b.jsonl", epochs=2, scale=0.5, seed=1)
+    rows = {p.stem: [json.loads(line) for line in p.read_text().splitlines()] for p in (a, b)}
+    ax_loss, ax_acc, ax_lr = draw({name: read_rows(str(tmp_path / f"{name}.jsonl")) for name in rows}).axes
+    for i, (name, got) in enumerate(rows.items()):
+        steps = [r for r in got if r["kind"] == "step"]
+        epochs = [r for r in got if r["kind"] == "epoch"]
+        raw, smoothed = ax_loss.get_lines()[2 * i: 2 * i + 2]
+        assert list(raw.get_xdata()) == [r["step"] for r in steps] and list(raw.get_ydata()) == [r["loss"] for r in steps]
+        assert smoothed.get_label() == name and list(smoothed.get_ydata()) == smooth([r["loss"] for r in steps])
+        test, val = ax_acc.get_lines()[2 * i: 2 * i + 2]
+        assert (test.get_label(), val.get_label(), val.get_linestyle()) == (f"{name} test", f"{name} val", "--")
+        assert list(test.get_xdata()) == [r["epoch"] for r in epochs]
+        assert list(test.get_ydata()) == pytest.approx([100 * r["test_accuracy"] for r in epochs])
+        assert list(val.get_ydata()) == pytest.approx([100 * r["val_accuracy"] for r in epochs])
+        lr = ax_lr.get_lines()[i]
+        assert lr.get_label() == name and list(lr.get_ydata()) == [r["lr"] for r in steps]
+    assert ax_loss.get_yscale() == "log"  # every loss > 0
+
+
+def test_a_torn_last_line_is_left_out(tmp_path):
+    whole = write_metrics(tmp_path / "a.jsonl")
+    (tmp_path / "torn").mkdir()
+    torn = tmp_path / "torn" / "a.jsonl"  # the same name: the same label in the legend
+    torn.write_text(whole.read_text() + '{"kind": "step", "epoch": 4, "st')  # a crash in mid-write
+    assert invoke("plot", torn, "-o", tmp_path / "torn.png").exit_code == 0
+    assert invoke("plot", whole, "-o", tmp_path / "whole.png").exit_code == 0
+    assert (tmp_path / "torn.png").read_bytes() == (tmp_path / "whole.png").read_bytes()
+
+
+@pytest.mark.parametrize("content", [
+    b'{"name": "other tool", "value": 3}\n{"epoch": 1, "loss": 0.5}\n',  # JSON lines, but no field tinyc plots
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe",  # an image, not text
+    b"",
+])
+def test_a_file_that_is_not_a_metrics_file_is_one_line(tmp_path, content):
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(content)
+    result = invoke("plot", other, "-o", tmp_path / "c.png")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert error_lines(result) == [f"error: {other}: no metrics rows (is it a file of `tinyc run --metrics-out`?)"]
+    assert not (tmp_path / "c.png").exists() and other.read_bytes() == content
+
+
+def test_the_input_is_never_the_output(tmp_path):
+    metrics = write_metrics(tmp_path / "a.jsonl")
+    shown_as_png = tmp_path / "a.png"
+    shown_as_png.write_bytes(metrics.read_bytes())
+    for out in (shown_as_png, tmp_path / "." / "a.png"):
+        result = invoke("plot", shown_as_png, "-o", out)
+        assert result.exit_code == 2 and "is the input" in error_lines(result)[0]
+    assert shown_as_png.read_bytes() == metrics.read_bytes()
+    result = invoke("plot", tmp_path / "missing.jsonl", "-o", tmp_path / "c.png")
+    assert result.exit_code == 2 and error_lines(result) == [f"error: {tmp_path / 'missing.jsonl'}: No such file or directory"]
 
 
 def test_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch):

@@ -28,6 +28,9 @@ from .output import echo
 FORMATS = {".png": "png", ".svg": "svg"}
 SIZE_IN, DPI = (13.5, 4.0), 100  # 1350 x 400 pixels as PNG
 SMOOTHING = 0.9  # weight of the past in the loss's moving average (TensorBoard's slider)
+# (field, row kind, x field) of every series the plot draws: a file with none of them is not a metrics file
+PLOTTED = (("loss", "step", "step"), ("train_loss", "epoch", "steps"), ("test_accuracy", "epoch", "epoch"),
+           ("val_accuracy", "epoch", "epoch"), ("lr", "step", "step"), ("lr", "epoch", "steps"))
 
 
 @handles_errors
@@ -62,7 +65,7 @@ def load_run(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         raise FileNotFoundError(2, "No such file or directory", str(path))
     rows = read_rows(str(path))
-    if not rows:
+    if not any(series(rows, key, kind, x)[0] for key, kind, x in PLOTTED):  # JSON, but not ours
         raise DataError(f"{path}: no metrics rows (is it a file of `tinyc run --metrics-out`?)")
     return rows
 
@@ -102,24 +105,31 @@ def loss_curve(rows: Sequence[Mapping[str, Any]]) -> tuple[list[float], list[flo
 def write_plot(runs: Mapping[str, Sequence[Mapping[str, Any]]], output: Path) -> None:
     """Draw every run into one figure and write it atomically (PNG or SVG by suffix)."""
     check_plot_path(output)
+    from ..ir.fileio import atomic_write
+
+    fig = draw(runs)
+    try:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=FORMATS[output.suffix.lower()], dpi=DPI)
+    finally:
+        fig.clear()
+    atomic_write(output, buffer.getvalue())
+
+
+def draw(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> Any:
+    """The figure of the runs: three panels (loss, accuracy, learning rate), one colour per run."""
     try:
         import matplotlib
     except ImportError:
         raise TinycError("tinyc plot needs matplotlib", hint='pip install "tinyc[plot]"') from None
     matplotlib.use("Agg")  # files only: no display, no GUI toolkit
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no global figure registry to close or leak
 
-    from ..ir.fileio import atomic_write
-
-    fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=SIZE_IN, dpi=DPI)
-    try:
-        _draw(runs, ax_loss, ax_acc, ax_lr, plt.get_cmap("tab10"))
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=FORMATS[output.suffix.lower()], dpi=DPI)
-    finally:
-        plt.close(fig)
-    atomic_write(output, buffer.getvalue())
+    fig = Figure(figsize=SIZE_IN, dpi=DPI)
+    ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
+    _draw(runs, ax_loss, ax_acc, ax_lr, matplotlib.colormaps["tab10"])
+    fig.tight_layout()
+    return fig
 
 
 def _draw(runs, ax_loss, ax_acc, ax_lr, colours) -> None:

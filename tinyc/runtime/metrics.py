@@ -93,10 +93,11 @@ class MetricsLog:
 def read_rows(path: str) -> list[dict[str, Any]]:
     """The rows of a metrics file; a row without `kind` (files of earlier versions) is an epoch row.
 
-    A torn last line (a crash mid-write) is skipped.
+    A torn last line (a crash mid-write) is skipped, and so is a line that is not UTF-8 JSON (a file
+    of another tool reads as no rows, not as a crash).
     """
     rows = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             try:
                 row = json.loads(line)
