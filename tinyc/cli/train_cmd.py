@@ -85,8 +85,8 @@ def run(
                                           "an epoch row per epoch.", metavar="FILE")
     ] = None,
     log_every: Annotated[
-        int | None, opt("--log-every", "Steps between step rows of --metrics-out (default: ~100 rows per epoch).",
-                        min=1, metavar="N")
+        int | None, opt("--log-every", "Steps between step rows of --metrics-out, >= 1 (default: ~100 rows per "
+                                       "epoch).", metavar="N")
     ] = None,
     val_split: Annotated[
         float | None, opt("--val-split", "Hold out this share of the training set (e.g. 0.1) and report its "

@@ -14,6 +14,7 @@ import numpy as np
 from ..ir.errors import DataError
 from ..ir.program import LR_INPUT, PREDICT_ENTRY, SHARE_INPUT, TRAIN_ENTRY, Program
 from .datasets import bind
+from .datasets.dataset import at_origin
 from .executor import Executor
 from .ranks import World
 
@@ -67,6 +68,14 @@ def check_labels(program: Program, labels: np.ndarray, split: str) -> int:
         raise DataError(f"{split} labels run from {labels.min()} to {labels.max()}, "
                         f"but the model has {classes} classes (0 to {classes - 1})")
     return classes
+
+
+def check_split_labels(program: Program, split: Mapping, labels: np.ndarray, what: str) -> None:
+    """`check_labels`, its error led by where the user wrote the labels (an npz file's array)."""
+    try:
+        check_labels(program, labels, what)
+    except DataError as e:
+        raise at_origin(e, split, label_name(program)) from None
 
 
 def label_name(program: Program) -> str:

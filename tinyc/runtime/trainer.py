@@ -31,7 +31,7 @@ from .datasets import bind, epoch_order
 from .evaluation import (  # noqa: F401 (accuracy_on, eval_data, logits_output: also imported from here)
     EvalResult,
     accuracy_on,
-    check_labels,
+    check_split_labels,
     data_inputs,
     eval_data,
     eval_fields,
@@ -178,14 +178,16 @@ class Trainer:
         self.train_data = bind(train, data_inputs(program), input_rules(program))
         if config.limit is not None:
             self.train_data = {k: v[: config.limit] for k, v in self.train_data.items()}
+        self.test_data = eval_data(program, test) if test is not None and PREDICT_ENTRY in program.entries else None
+        # every label now, the held-out ones and the test set's too, not after an epoch of training
+        for split, bound, what in ((train, self.train_data, "training"), (test, self.test_data, "test")):
+            if PREDICT_ENTRY in program.entries and bound is not None and label_name(program) in bound:
+                check_split_labels(program, split, bound[label_name(program)], what)
         self.val_data = None
         if config.val_split and self.train_data:
             keep, held = holdout(len(next(iter(self.train_data.values()))), config.val_split, config.seed)
             self.val_data = {k: self.train_data[k][held] for k in eval_fields(program)}
             self.train_data = {k: v[keep] for k, v in self.train_data.items()}
-        if PREDICT_ENTRY in program.entries and label_name(program) in self.train_data:
-            check_labels(program, self.train_data[label_name(program)], "training")
-        self.test_data = eval_data(program, test) if test is not None and PREDICT_ENTRY in program.entries else None
         self.n = len(next(iter(self.train_data.values()))) if self.train_data else 0
         if self.n == 0:
             raise DataError("the training set is empty")

@@ -19,7 +19,7 @@ class Split(Mapping):
     """One split (train or test): field name -> array, every array with the same number of records."""
 
     def __init__(self, dataset: str, name: str, arrays: dict[str, np.ndarray],
-                 raw_rules: Mapping[str, Mapping] | None = None) -> None:
+                 raw_rules: Mapping[str, Mapping] | None = None, origins: Mapping[str, str] | None = None) -> None:
         counts = {k: len(a) for k, a in arrays.items()}
         if len(set(counts.values())) > 1:
             raise DataError(f"data set {dataset} {name}: fields have different record counts {counts}")
@@ -28,6 +28,8 @@ class Split(Mapping):
         self._arrays = dict(arrays)
         # field -> what its raw integers mean (PIXELS for images), for programs that declare no preprocessing
         self.raw_rules = dict(raw_rules or {})
+        # field -> where the user wrote it (`mine.npz: array 'train_image'`), named by errors about it
+        self.origins = dict(origins or {})
 
     def __getitem__(self, field: str) -> np.ndarray:
         return self._arrays[field]
@@ -97,10 +99,20 @@ def bind(split: Split, input_types: Mapping[str, TensorType],
                 hint="name the model's inputs after the data set's fields",
             )
         array = np.asarray(split[name])
-        check_feed(name, ttype, array, bindings, bound_by, f"data set {dataset}: ", records=True)
-        array = prepare(name, array, ttype, (rules or {}).get(name, {}), getattr(split, "raw_rules", {}).get(name))
+        origin = getattr(split, "origins", {}).get(name)  # where the user wrote it, when the split knows
+        check_feed(name, ttype, array, bindings, bound_by, f"{origin or f'data set {dataset}'}: ", records=True)
+        try:
+            array = prepare(name, array, ttype, (rules or {}).get(name, {}), getattr(split, "raw_rules", {}).get(name))
+        except DataError as e:
+            raise at_origin(e, split, name) from None
         bound[name] = array.astype(ttype.np_dtype, copy=False)
     return bound
+
+
+def at_origin(error: DataError, split: Mapping, field: str) -> DataError:
+    """`error`, led by where the user wrote `field` when the split knows it (an npz file's array)."""
+    origin = getattr(split, "origins", {}).get(field)
+    return DataError(f"{origin}: {error.message}", error.loc, error.hint) if origin else error
 
 
 def epoch_order(n: int, rng: np.random.Generator | None = None) -> np.ndarray:

@@ -52,7 +52,11 @@ def read_npz(spec: str) -> Dataset:
         raise DataError(f"{path}: train has fields {', '.join(sorted(splits['train']))} "
                         f"but test has {', '.join(sorted(splits['test']))}")
     rules = {k: PIXELS for k, a in splits["train"].items() if a.dtype == np.uint8}
-    parts = [Split(f"npz:{path}", s, splits[s], raw_rules=rules) for s in SPLITS]
+    parts = [Split(f"npz:{path}", s, splits[s], raw_rules=rules,
+                   origins={k: f"{path}: array '{s}_{k}'" for k in splits[s]}) for s in SPLITS]
+    for part in parts:
+        if not len(part):
+            raise DataError(f"{path}: the {part.name}_* arrays hold no records")
     return Dataset(spec, f"arrays in {path}", *parts)
 
 
@@ -65,4 +69,6 @@ def _array(f: np.lib.npyio.NpzFile, name: str, path: str) -> np.ndarray:
         raise DataError(f"{path}: array {name!r} has dtype {a.dtype}; only numbers (bool, int, float) are read")
     if a.ndim == 0:
         raise DataError(f"{path}: array {name!r} is a scalar; each array needs one record per row")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():  # training on it would only say `loss nan`
+        raise DataError(f"{path}: array {name!r} holds NaN or infinite values")
     return a
