@@ -58,3 +58,67 @@ def test_summary_prints_one_optimizer_line_not_state_rows(tmp_path):
     assert total and total.group(1) == "104,970"
     default = invoke("inspect", out).stdout
     assert "layers (FLOPs and bytes at batch 64)" in default and "%0" in default
+
+
+# Independent counts, from the architectures the example files describe (not from the code under test):
+# a Linear of i -> o over T rows holds i*o + o parameters; its forward is one GEMM, 2*T*i*o FLOPs (plus at
+# most T*o for the bias); its backward is dW (2*T*i*o) and db (T*o), plus dX (2*T*i*o) when the layer's
+# input needs a gradient (not for the first layer, whose input is the image).
+def _check_linear(row, i: int, o: int, rows: int, needs_dx: bool = True) -> None:
+    gemm = 2 * rows * i * o
+    assert row.params == i * o + o, row
+    assert gemm <= row.forward_flops <= gemm + rows * o, row
+    backward = gemm * (2 if needs_dx else 1) + rows * o
+    assert backward <= row.backward_flops <= backward + rows * o, row
+
+
+def test_mlp_rows_match_a_count_by_hand():
+    program = load_or_compile(EXAMPLES / "mlp_mnist.py").program
+    rows, optimizer = layer_rows(program.entries["train_step"].graph, 64)
+    by = {r.layer: r for r in rows}
+    _check_linear(by["fc1"], 784, 128, 64, needs_dx=False)
+    _check_linear(by["fc2"], 128, 10, 64)
+    assert sum(r.params for r in rows) == 784 * 128 + 128 + 128 * 10 + 10
+    # backprop through x -> fc1 -> relu -> fc2 -> cross-entropy keeps the input of each GEMM whose weight
+    # gradient is taken (the image as f32 [64,784], the ReLU's output [64,128]) and the logits [64,10]
+    assert sum(r.saved_bytes for r in rows) == 4 * 64 * (784 + 128 + 10)
+    # SGD with momentum: per value, v = m*v + g and w -= lr*v, at least two FLOPs each
+    assert optimizer >= 2 * sum(r.params for r in rows)
+
+
+def test_vit_rows_match_a_count_by_hand(vit):
+    rows = {r.layer: r for r in layer_rows(vit.entries["train_step"].graph, 64)[0]}
+    tokens = 64 * 16  # batch 64, 16 patches of 7x7
+    _check_linear(rows["embed"], 49, 64, tokens, needs_dx=False)
+    for block in ("enc0", "enc1"):
+        _check_linear(rows[f"{block}.attn.qkv"], 64, 3 * 64, tokens)
+        _check_linear(rows[f"{block}.attn.out"], 64, 64, tokens)
+        _check_linear(rows[f"{block}.ff.fc1"], 64, 256, tokens)
+        _check_linear(rows[f"{block}.ff.fc2"], 256, 64, tokens)
+        assert rows[f"{block}.ln1"].params == rows[f"{block}.ln2"].params == 2 * 64  # scale and shift
+        # attention proper: Q K^T and A V, 4 heads of 16 over 16 tokens, two GEMMs of 2*16*16*16 per head
+        assert rows[f"{block}.attn"].forward_flops >= 64 * 4 * 2 * (2 * 16 * 16 * 16)
+    _check_linear(rows["head"], 64, 10, 64)
+    assert rows["ln_f"].params == 2 * 64 and rows[TOP].params == 16 * 64  # the position embedding
+    per_block = 2 * (2 * 64) + (64 * 192 + 192) + (64 * 64 + 64) + (64 * 256 + 256) + (256 * 64 + 64)
+    assert sum(r.params for r in rows.values()) == (49 * 64 + 64) + 16 * 64 + 2 * per_block + 2 * 64 + (64 * 10 + 10)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda b: b[: len(b) // 2],  # torn by a crash
+    lambda b: b"",
+    lambda b: b"\x00" * len(b),
+    lambda b: b[:100] + bytes([b[100] ^ 0xFF]) + b[101:],  # one byte flipped in the header
+    lambda b: b.replace(b"fc1", b"\xff\xfe\xfd"),  # names that are no longer UTF-8
+])
+def test_summary_of_a_damaged_file_is_one_line(tmp_path, damage):
+    good = tmp_path / "mlp.ir"
+    assert invoke("compile", EXAMPLES / "mlp_mnist.py", "-o", good).exit_code == 0
+    bad = tmp_path / "bad.ir"
+    bad.write_bytes(damage(good.read_bytes()))
+    before = bad.read_bytes()
+    result = invoke("inspect", bad, "--summary")
+    assert result.exit_code == 2 and "Traceback" not in result.output and "layers" not in result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[0].startswith(f"error: {bad}: ") and all(line.startswith("hint: ") for line in lines[1:])
+    assert bad.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["bad.ir", "mlp.ir"]

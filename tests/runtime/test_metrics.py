@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from tests.runtime.test_trainer import data, models, trainer  # noqa: F401 (fixtures)
 from tinyc.runtime.metrics import MetricsLog, default_log_every, read_rows
@@ -40,6 +41,30 @@ def test_step_losses_are_the_steps_losses(models, data, tmp_path):  # noqa: F811
     losses = [r["loss"] for r in got if r["kind"] == "step"]
     assert len(losses) == 4 and len(set(losses)) == 4
     assert np.isclose(np.mean(losses), got[-1]["train_loss"], rtol=1e-12)
+
+
+def test_step_rows_hold_what_the_executor_returned(models, data, tmp_path):  # noqa: F811
+    # every loss the executor returns, as it returned it, recorded beside the trainer
+    out = tmp_path / "m.jsonl"
+    t = trainer(models["adam"], data, epochs=2, limit=160, batch_size=32, metrics_out=str(out), log_every=3)
+    returned = []  # (loss, accuracy, lr) of each step, in order
+    real_step = t.executor.train_step
+
+    def recording_step(feeds, lr, *args):
+        result = real_step(feeds, lr, *args)
+        returned.append((float(result["loss"]), float(result["accuracy"]), lr))
+        return result
+
+    t.executor.train_step = recording_step
+    t.fit()
+    steps = [r for r in rows(out) if r["kind"] == "step"]
+    assert len(returned) == 10 and [r["step"] for r in steps] == [3, 6, 9]  # 5 steps per epoch, a row every 3
+    for r in steps:
+        loss, _, lr = returned[r["step"] - 1]
+        assert r["loss"] == loss and r["lr"] == lr  # bit for bit, through the JSON text
+        first = (r["epoch"] - 1) * 5  # accuracy: the epoch's running mean so far (equal batches of 32)
+        assert r["accuracy"] == pytest.approx(np.mean([a for _, a, _ in returned[first:r["step"]]]), rel=1e-12)
+    assert len({r["lr"] for r in steps}) == 3  # warmup and cosine: each row's lr is its own step's, not a neighbour's
 
 
 def test_default_is_about_a_hundred_rows_per_epoch():
