@@ -108,6 +108,31 @@ def test_local_ranks_train_as_one_process_on_the_global_batch(world):
         np.testing.assert_allclose(step1[name], first_params[name], rtol=1e-6, atol=1e-7, err_msg=name)
 
 
+@pytest.mark.parametrize("world", [2, 3])
+def test_the_reduced_gradients_are_the_global_batch_s(world, monkeypatch):
+    # without the optimizer the step returns the gradients it would apply: those of N ranks on
+    # uneven parts (7 = 4+3, 3+2+2) are the gradients of one process on the global batch
+    monkeypatch.setattr(manager, "DEFAULT_PIPELINE", tuple(p for p in manager.DEFAULT_PIPELINE if p != "optimizer"))
+    program, _ = compile_graph(model_graph())
+    batch = data(7, seed=4)
+    want = Executor(program, seed=0).train_step(batch, lr=0.1)
+
+    def rank(comm):
+        part = np.array_split(np.arange(7), world)[comm.rank]
+        return Executor(program, seed=0, comm=comm).train_step({k: v[part] for k, v in batch.items()}, lr=0.1,
+                                                              share=len(part) / 7)
+
+    got = run_ranks(LocalComm.world(world), rank)
+    grads = [k for k in want if k.startswith("grad.")]
+    assert len(grads) == 3
+    for k in grads:
+        for r in got:
+            np.testing.assert_array_equal(r[k], got[0][k])  # every rank applies the same step
+        error = np.linalg.norm(got[0][k] - want[k]) / np.linalg.norm(want[k])
+        assert error <= 1e-6, (k, error)
+    assert got[0]["loss"] == pytest.approx(want["loss"], rel=1e-6)
+
+
 def test_local_ranks_are_bitwise_reproducible():
     program, _ = compile_graph(model_graph(tc.optim.Adam(0.01)))
     full = data(40, seed=2)
