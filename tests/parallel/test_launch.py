@@ -48,3 +48,18 @@ def test_a_launcher_of_another_mpi_is_one_clear_error(tmp_path, var):
     assert lines[0].startswith("error: the launcher started a job of 2 processes, but MPI sees 1"), r.stderr
     assert [line.split(":")[0] for line in lines] == ["error", "hint"]  # mpi4py's own warning is not shown
 
+
+
+def test_an_abort_that_hangs_still_ends_the_process():
+    # MPI_Abort should end the job; if it never returns, the watchdog ends this process anyway
+    script = (
+        "import time\n"
+        "import tinyc.cli.launch as launch\n"
+        "launch.ABORT_GRACE_S = 0.2\n"
+        "class Hangs:\n"
+        "    def Abort(self, code):\n"
+        "        time.sleep(600)\n"
+        "launch.abort(Hangs(), 3)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 3, r.stderr
