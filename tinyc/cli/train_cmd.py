@@ -14,7 +14,7 @@ import typer
 
 from ..ir.fileio import check_outputs
 from ..ir.program import TRAIN_ENTRY
-from ..ir.train import SCHEDULES
+from ..ir.train import EVAL_BATCH, SCHEDULES
 from .errors import INTERRUPTED, DebugOption, EntryOption, fail, handles_errors, opt
 from .launch import abort, join, relaunch
 from .output import echo, table
@@ -246,7 +246,7 @@ def eval(
     weights: WeightsOption,
     data: DataOption = "mnist",
     data_dir: DataDirOption = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per forward pass.", min=1)] = 1000,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per forward pass.", min=1)] = EVAL_BATCH,
     threads: ThreadsOption = None,
     entry: EntryOption = "model",
     debug: DebugOption = False,

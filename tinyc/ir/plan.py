@@ -28,8 +28,9 @@ from typing import Any
 from .docfields import check_dict, check_fields, check_int, check_list, check_str, fail
 from .errors import IRError
 from .graph import Graph
+from .train import STORED_DEFAULTS
 
-DEFAULT_BATCH = 64  # the reference batch of a graph that declares no batch size
+DEFAULT_BATCH = STORED_DEFAULTS["batch_size"]  # the reference batch of a graph that declares none: tc.Train's
 MAX_BYTES = 2**62
 
 

@@ -120,6 +120,7 @@ def train_defaults_problem(values: Mapping[str, Any]) -> str:
 # The stored settings where a program stores none (a hand-built Program, `RunConfig()`): tc.Train's
 # defaults, the learning rate that of its default optimizer. Their one home is the Train dataclass.
 STORED_DEFAULTS: dict[str, Any] = Train(loss=None).defaults()
+EVAL_BATCH = 1000  # examples per predict call when a run or `tinyc eval` measures accuracy
 
 
 # The program meta entries tinyc reads, with their types (other entries are kept and ignored).

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..ir.errors import DataError
 from ..ir.program import LR_INPUT, PREDICT_ENTRY, SHARE_INPUT, TRAIN_ENTRY, Program
+from ..ir.train import EVAL_BATCH
 from .datasets import bind
 from .datasets.dataset import at_origin
 from .executor import Executor
@@ -85,7 +86,7 @@ def label_name(program: Program) -> str:
 
 
 def accuracy_on(
-    executor: Executor, program: Program, data: Mapping[str, np.ndarray], batch_size: int = 1000
+    executor: Executor, program: Program, data: Mapping[str, np.ndarray], batch_size: int = EVAL_BATCH
 ) -> EvalResult:
     """Accuracy and confusion matrix of the `predict` entry's logits against the labels."""
     label = label_name(program)

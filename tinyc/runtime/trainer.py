@@ -25,7 +25,7 @@ import numpy as np
 from ..ir.errors import CheckpointError, DataError, NumericsError, OutputError, TinycError
 from ..ir.fileio import check_outputs, hold_lock, remove_stale_temps
 from ..ir.program import LOSS_OUTPUT, PREDICT_ENTRY, TRAIN_ENTRY, Program
-from ..ir.train import STORED_DEFAULTS, TRAIN_DEFAULTS, train_defaults_problem
+from ..ir.train import EVAL_BATCH, STORED_DEFAULTS, TRAIN_DEFAULTS, train_defaults_problem
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .datasets import bind, epoch_order
 from .evaluation import (  # noqa: F401 (accuracy_on, eval_data, logits_output: also imported from here)
@@ -73,7 +73,7 @@ class RunConfig:
     val_split: float | None = None  # the share of the training set held out for validation
     keep_best: bool = False  # also keep the checkpoint of the best validation accuracy (validation.best_path)
     check_numerics: bool = False
-    eval_batch_size: int = 1000
+    eval_batch_size: int = EVAL_BATCH
     threads: int | None = None  # None: $TINYC_NUM_THREADS, else the available cores
     rank: int = 0  # this process's rank in a data-parallel run: only rank 0 checks and writes outputs
 
