@@ -114,6 +114,22 @@ def test_checkpoint_that_does_not_fit_names_parameter_and_shapes(program, tmp_pa
     assert "other.safetensors" in message and "'w'" in message and "[15, 3]" in message and "[16, 3]" in message
 
 
+def test_parameters_totalling_more_than_one_tensor_may_hold_compile(tmp_path):
+    """Each parameter is within the size rule, together they are past it: the data-parallel pass
+    packs their gradients into several buffers instead of failing on one it made itself."""
+    from tinyc.ir.types import MAX_ELEMENTS
+    from tinyc.runtime import load
+
+    model = tmp_path / "wide.py"
+    model.write_text(HEAD + "    x = tc.input('x', ('B', 4))\n    w1 = tc.param('w1', (40000, 40000))\n"
+                     "    w2 = tc.param('w2', (40000, 40000))\n    return tc.Train(x.sum() * w1.sum() * w2.sum())\n")
+    result = invoke("compile", model, "-o", tmp_path / "wide.ir")
+    assert result.exit_code == 0, result.output
+    graph = load(str(tmp_path / "wide.ir")).entries["train_step"].graph
+    packed = [n.type.numel() for n in graph.nodes if n.op == "flat_concat"]
+    assert len(packed) == 2 and max(packed) <= MAX_ELEMENTS and sum(packed) == 2 * 40000**2 + 1
+
+
 def test_a_model_file_is_python_whatever_its_suffix(tmp_path):
     model = tmp_path / "tiny.model"
     model.write_text(TINY_MODEL)

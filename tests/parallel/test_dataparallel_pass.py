@@ -204,3 +204,27 @@ def test_gradients_are_computed_in_the_flat_buffer():
     flat = next(out for *_, out, node in compiled.instrs if node.op == "allreduce")
     for v in grads:  # each gradient's array is its part of the one buffer
         assert any(np.shares_memory(out, flat) for *_, out, node in compiled.instrs if node.out == v)
+
+
+def test_gradients_past_the_size_limit_are_packed_into_several_buffers(monkeypatch):
+    """Gradients that total more than one tensor may hold go into several flat buffers, each
+    reduced on its own (the limit lowered here so a small model needs several): ranks still train
+    as one process, and no size error names a buffer the user never wrote."""
+    from tinyc.compiler.passes import dataparallel
+
+    whole, _ = compile_graph(model_graph())
+    monkeypatch.setattr(dataparallel, "PACK_LIMIT", 100)  # the model's gradients total 160 elements
+    cut, _ = compile_graph(model_graph())
+    g = cut.entries["train_step"].graph
+    packers = [n for n in g.nodes if n.op == "flat_concat"]
+    assert len(packers) >= 2 and all(n.type.numel() <= 100 for n in packers)
+    assert sum(n.op == "allreduce" for n in g.nodes) == len(packers)
+    params = sum(p.type.numel() for p in g.params if p.kind == "param")
+    assert sum(n.type.numel() for n in packers) == params + 2  # every gradient once, loss and accuracy
+    full = data(7 * 4, seed=4)
+    batches = [{k: v[i * 7:(i + 1) * 7] for k, v in full.items()} for i in range(4)]
+    want, got = _ranks_run(whole, batches, 2), _ranks_run(cut, batches, 2)
+    for (w_losses, w_state), (g_losses, g_state) in zip(want, got):
+        np.testing.assert_allclose(g_losses, w_losses, rtol=1e-6)
+        for name in w_state:
+            np.testing.assert_allclose(g_state[name], w_state[name], rtol=1e-6, atol=1e-7, err_msg=name)

@@ -7,7 +7,9 @@ sum_r s_r mean_r(x) = sum_r sum_{i in r} x_i / global. Gradients are linear in t
 same weighting makes them the gradients of the global mean. The pass packs every weighted
 `grad.<param>` and every scalar float output into one flat buffer per dtype (`flat_concat`),
 reduces it with one `allreduce` and hands the optimizer and the outputs `slice`/`reshape` views
-of the result. Other outputs (logits) stay per rank.
+of the result. Other outputs (logits) stay per rank. A buffer holds at most PACK_LIMIT elements
+(the size rule of every tensor): a model whose gradients total more gets several buffers, each
+reduced by its own `allreduce`, never a size error about a buffer the user did not write.
 
 The gradients are weighted for free: gradients are linear in the loss's cotangent seed
 (d loss/d loss = 1, which autodiff records as `meta["grad_seed"]`), so the seed becomes `s`
@@ -26,10 +28,12 @@ from ...ir.builder import Builder, Tensor
 from ...ir.errors import IRError
 from ...ir.graph import Graph
 from ...ir.program import SHARE_INPUT, loss_output
+from ...ir.types import MAX_ELEMENTS
 from . import register_pass
 from .autodiff import GRAD_PREFIX, GRAD_SEED
 
 NOTE = "dataparallel"
+PACK_LIMIT = MAX_ELEMENTS  # elements per flat buffer: no tensor may be larger
 
 
 def reduced_outputs(graph: Graph) -> list[str]:
@@ -55,6 +59,21 @@ def _seed_is_share(b: Builder, graph: Graph, share: Tensor) -> bool:
                      if seed.type.dtype == share.dtype else n)
     b.nodes = nodes
     return True
+
+
+def _packs(values: list[tuple[str, Tensor, tuple]]) -> list[list[tuple[str, Tensor, tuple]]]:
+    """`values` cut, in order, into runs of at most PACK_LIMIT elements (one flat buffer each);
+    each value fits alone, since every tensor obeys the same limit."""
+    packs: list[list[tuple[str, Tensor, tuple]]] = [[]]
+    size = 0
+    for value in values:
+        n = value[1].type.numel()
+        if packs[-1] and size + n > PACK_LIMIT:
+            packs.append([])
+            size = 0
+        packs[-1].append(value)
+        size += n
+    return packs
 
 
 @register_pass("dataparallel")
@@ -87,7 +106,7 @@ def dataparallel(graph: Graph) -> Graph:
                 x = x * (share if x.dtype == share.dtype else b.apply("cast", [share], dtype=x.dtype))
             by_dtype.setdefault(x.dtype, []).append((name, x, where))
     loss = producers.get(outputs.get(loss_output(graph.meta), ""))
-    for weighted in by_dtype.values():
+    for weighted in (part for values in by_dtype.values() for part in _packs(values)):
         with b.at(loss.loc if loss else "", NOTE):
             total = b.apply("allreduce", [b.apply("flat_concat", [x for _, x, _ in weighted])])
         start = 0
