@@ -339,3 +339,23 @@ def test_internal_error_is_one_line_and_exit_1(workdir, monkeypatch):
     assert error_lines(result) == ["internal error: RuntimeError: kaboom", "run with --debug for the traceback"]
     debug = invoke("--debug", "inspect", workdir / "tiny.py")
     assert debug.exit_code == 1 and "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize("args,words", [
+    (["run", "m.ir", "--epochs", "-1"], "'--epochs'"),
+    (["run", "m.ir", "--batch-size", "0"], "'--batch-size'"),
+    (["run", "m.ir", "--lr", "nan"], "'--lr'"),
+    (["eval", "m.ir", "--data", "mnist"], "Missing option '--weights'"),
+    (["inspect", "m.ir", "--depth", "-1"], "'--depth'"),
+    (["run", "m.ir", "--no-such-flag"], "--no-such-flag"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+], ids=["epochs", "batch", "lr-nan", "missing-option", "depth", "unknown-option", "unknown-command"])
+def test_usage_mistakes_are_one_line_errors(args, words):
+    """A value the option's type refuses is a user error like any other: one line, the help as a
+    hint, exit 2 (not click's multi-line usage box)."""
+    result = invoke(*args)
+    lines = error_lines(result)
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 2 and lines[0].startswith("error: ") and words in lines[0], lines
+    assert lines[1] == f"hint: tinyc{' ' + args[0] if args[0] != 'frobnicate' else ''} --help"
+    assert "Usage" not in result.output and "Traceback" not in result.output

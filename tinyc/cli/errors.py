@@ -28,8 +28,8 @@ _STATE: dict[str, Any] = {"debug": False, "prefix": "", "on_fatal": None}
 
 # Exceptions that keep typer's own handling: deliberate exits and usage errors. Recent typer
 # vendors click and does not install it, so click is never imported here by name.
-_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-_PASS_THROUGH = (typer.Exit, typer.Abort, _USAGE_ERROR, SystemExit)
+USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_PASS_THROUGH = (typer.Exit, typer.Abort, USAGE_ERROR, SystemExit)
 
 DebugOption = Annotated[bool, typer.Option("--debug", help="On error, show the full Python traceback.")]
 # --entry means the model file's function in every command, as in `tinyc compile`
@@ -83,6 +83,18 @@ def report(exc: BaseException, debug: bool) -> int:
     if not debug:
         typer.echo("run with --debug for the traceback", err=True)
     return INTERNAL_ERROR
+
+
+def report_usage(exc: Exception) -> int:
+    """Print a usage mistake (click's, e.g. `--epochs -1`) as one `error:` line and a `hint:`
+    naming the command's help; return the exit code (2)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `tinyc` alone: the help is the answer
+        exc.show()
+        return USER_ERROR
+    ctx = getattr(exc, "ctx", None)
+    typer.echo(f"error: {exc.format_message()}", err=True)
+    typer.echo(f"hint: {ctx.command_path if ctx else 'tinyc'} --help", err=True)
+    return USER_ERROR
 
 
 def _silence_stdout() -> None:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import sys
+
 import typer
+from typer.core import TyperGroup
 
 from ..ir.version import __version__
 from . import compile_cmd, export_cmd, inspect_cmd, plot_cmd, predict_cmd, train_cmd
-from .errors import set_debug
+from .errors import USAGE_ERROR, report_usage, set_debug
+
 
 
 class _Command(typer.Typer):
@@ -39,8 +43,31 @@ def restore_sigpipe() -> None:
             pass
 
 
+class _Group(TyperGroup):
+    """The command group: a usage mistake (a value out of range, a missing option, an unknown
+    command) is reported as every other user error is, one `error:` line and a `hint:` line,
+    exit 2, instead of click's usage box. CliRunner comes here too, so tests see what users see."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except USAGE_ERROR as e:
+            if not standalone_mode:
+                raise
+            code = report_usage(e)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            typer.echo("error: aborted", err=True)
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = _Command(
     name="tinyc",
+    cls=_Group,
     help="tinyc: a small deep-learning graph compiler (model.py -> .ir -> NumPy training).",
     no_args_is_help=True,
     add_completion=False,
