@@ -93,3 +93,26 @@ def test_a_dump_dir_that_is_a_file_is_refused_before_compiling(work, tmp_path):
     result = invoke("compile", work / "mlp.py", "-o", tmp_path / "m.ir", "--dump-dir", tmp_path / "dumps" / "x")
     assert_one_line_error(result, f"cannot write into --dump-dir {tmp_path / 'dumps' / 'x'}")
     assert not (tmp_path / "m.ir").exists() and (tmp_path / "dumps").read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("flag", ["--checkpoint", "--metrics-out"])
+def test_run_never_overwrites_its_data_set(work, tmp_path, flag):
+    """The data set's files are inputs too, whether named by folder (idx:), file (npz:) or found
+    in the data dir; --overwrite replaces an earlier run, never an input."""
+    import numpy as np
+
+    labels = work / "data" / "train-labels-idx1-ubyte"
+    original = labels.read_bytes()
+    result = run(work, flag, labels, "--overwrite")
+    assert_one_line_error(result, f"refusing to write {flag} {labels}: it is the input")
+    assert labels.read_bytes() == original
+    npz = tmp_path / "set.npz"
+    np.savez(npz, train_image=np.zeros((4, 28, 28), np.uint8), train_label=np.zeros(4, np.int64),
+             test_image=np.zeros((2, 28, 28), np.uint8), test_label=np.zeros(2, np.int64))
+    before = npz.read_bytes()
+    result = invoke("run", work / "mlp.ir", "--data", f"npz:{npz}", flag, npz, "--overwrite")
+    assert_one_line_error(result, f"refusing to write {flag} {npz}: it is the input")
+    assert npz.read_bytes() == before
+    result = invoke("run", work / "mlp.ir", "--data", "mnist", "--data-dir", work / "data", flag, labels, "--overwrite")
+    assert_one_line_error(result, f"refusing to write {flag} {labels}: it is the input")
+    assert labels.read_bytes() == original

