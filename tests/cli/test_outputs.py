@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.test_crash_safety import untimed
 from tests.cli.test_run import assert_one_line_error, invoke
 from tests.runtime.test_trainer import write_model, write_synthetic_idx
 from tinyc.ir.fileio import hold_lock
@@ -116,3 +117,28 @@ def test_run_never_overwrites_its_data_set(work, tmp_path, flag):
     result = invoke("run", work / "mlp.ir", "--data", "mnist", "--data-dir", work / "data", flag, labels, "--overwrite")
     assert_one_line_error(result, f"refusing to write {flag} {labels}: it is the input")
     assert labels.read_bytes() == original
+
+
+def test_metrics_into_dev_null_dev_full_and_a_fifo(work, tmp_path):
+    """The metrics file may be a device or a FIFO: /dev/null takes the rows (never synced), a
+    full device is one line naming it, and a FIFO's reader sees one stream holding every row."""
+    assert run(work, "--metrics-out", "/dev/null").exit_code == 0
+    assert_one_line_error(run(work, "--metrics-out", "/dev/full"), "/dev/full: No space left on device")
+    import subprocess
+    import sys
+
+    args = ["run", work / "mlp.ir", "--data", f"idx:{work / 'data'}", "--epochs", "3", "--seed", "5"]
+    assert invoke(*args, "--metrics-out", tmp_path / "m.jsonl").exit_code == 0
+    fifo = tmp_path / "m.fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))  # one open, read to its end
+    reader.start()
+    proc = subprocess.run([sys.executable, "-m", "tinyc", *map(str, args), "--metrics-out", str(fifo)],
+                          capture_output=True, text=True, timeout=120)
+    reader.join(10)
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "from_fifo.jsonl").write_bytes(got[0])
+    want = untimed(tmp_path / "m.jsonl")
+    assert untimed(tmp_path / "from_fifo.jsonl") == want and len(want) >= 3
+    assert fifo.is_fifo()

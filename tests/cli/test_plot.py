@@ -152,3 +152,10 @@ def test_run_plot_needs_the_metrics_file(work, tmp_path):  # noqa: F811
     result = invoke("run", work / "mlp.ir", "--data", f"idx:{work / 'data'}", "--plot", tmp_path / "c.png")
     assert result.exit_code == 2
     assert error_lines(result)[0] == "error: --plot draws from the metrics file: add --metrics-out FILE"
+    # it reads the file back after each epoch: a device or pipe cannot be read back
+    result = invoke("run", work / "mlp.ir", "--data", f"idx:{work / 'data'}", "--plot", tmp_path / "c.png",
+                    "--metrics-out", "/dev/null")
+    assert result.exit_code == 2 and error_lines(result) == [
+        "error: --plot draws from the metrics file, and --metrics-out /dev/null is a device or pipe",
+        "hint: give --metrics-out a regular file"], result.output
+    assert not (tmp_path / "c.png").exists()

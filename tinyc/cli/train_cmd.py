@@ -112,6 +112,7 @@ def run(
 
     Under `mpiexec -n N` (or with --procs N) N ranks train data-parallel: --batch-size is the
     global batch, and rank 0 prints and writes every output."""
+    from ..ir.fileio import is_stream
     from ..runtime.datasets.load import data_files
     from ..runtime.threads import resolve_threads
     from ..runtime.trainer import Reporter, RunConfig, Trainer
@@ -120,6 +121,9 @@ def run(
         check_plot_path(plot)
         if metrics_out is None:
             raise fail("--plot draws from the metrics file: add --metrics-out FILE")
+        if is_stream(metrics_out):  # it is read back after each epoch
+            raise fail(f"--plot draws from the metrics file, and --metrics-out {metrics_out} is a device or pipe",
+                       hint="give --metrics-out a regular file")
     if procs is not None and procs > 1:
         relaunch(procs)
     comm, local_ranks = join()

@@ -188,6 +188,13 @@ def hold_lock(path: str | os.PathLike, what: str = "") -> Iterator[None]:
         os.close(fd)  # releases the lock; the lock file stays (deleting it would race a newcomer)
 
 
+def is_stream(path: str | os.PathLike) -> bool:
+    """Whether writing `path` writes into a character device or FIFO (`/dev/null`, `>(cmd)`),
+    through a symlink or not: it is opened once and written, never replaced or synced."""
+    mode = _mode(_target(os.fspath(path)))
+    return mode is not None and _writes_into(mode)
+
+
 def _label(what: str, path: str) -> str:
     """How a message names an output: the option and the user's path (`--checkpoint run.st`)."""
     return f"{what} {path}" if what else path

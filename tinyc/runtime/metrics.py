@@ -12,6 +12,10 @@ Cheap on the step: a step row is a tuple of floats appended to a list; rows are 
 and written only at a flush (the end of each epoch, or every FLUSH_ROWS rows), so the training
 loop never formats a float or touches the file per step.
 
+A character device or FIFO (`--metrics-out /dev/null`, `>(cat)`) is opened once for the run and
+written into: never replaced, never synced, and a reader sees one stream, not an end of file per
+flush.
+
 Crash-safe without duplicates: the trainer flushes an epoch's rows *before* it writes that
 epoch's checkpoint. A resumed run keeps the rows of the epochs its checkpoint holds and drops the
 rest (the epoch in progress when the run died, which it trains again): every row once, in order.
@@ -19,14 +23,15 @@ rest (the epoch in progress when the run died, which it trains again): every row
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from ..ir.fileio import atomic_write
+from ..ir.fileio import atomic_write, is_stream
 
 FLUSH_ROWS = 1000  # a long epoch still reaches the disk in pieces
 STEP_FIELDS = ("epoch", "step", "loss", "lr", "examples_per_s")
@@ -45,6 +50,7 @@ class MetricsLog:
         self.path = path
         self.fields = STEP_FIELDS + (("accuracy",) if has_accuracy else ())
         self.pending: list[tuple] = []  # step rows as tuples, epoch rows as dicts
+        self.stream: Any = None  # the open device or FIFO, when the path is one
 
     def start(self, history: Sequence[Mapping[str, Any]]) -> None:
         """Begin the file: the rows of the epochs in `history` (a resumed run's) are kept, others dropped.
@@ -61,7 +67,14 @@ class MetricsLog:
         for epoch, record in enumerate(history, 1):
             lines += kept.get(epoch, [])
             lines.append(_epoch_line(record))
-        atomic_write(self.path, "".join(line + "\n" for line in lines).encode())
+        text = "".join(line + "\n" for line in lines)
+        if is_stream(self.path):
+            with self._naming_the_path():
+                self.stream = open(self.path, "a", encoding="utf-8")
+                self.stream.write(text)
+                self.stream.flush()
+        else:
+            atomic_write(self.path, text.encode())
 
     def step(self, *values: float) -> None:
         """One step row: values in the order of `self.fields` (no formatting here)."""
@@ -79,11 +92,34 @@ class MetricsLog:
             return
         text = "".join((_epoch_line(r) if isinstance(r, dict) else self._step_line(r)) + "\n" for r in self.pending)
         self.pending.clear()
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(text)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
+        with self._naming_the_path():
+            if self.stream is not None:
+                self.stream.write(text)
+                self.stream.flush()
+                return
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(text)
+                if sync:
+                    f.flush()
+                    os.fsync(f.fileno())
+
+    def close(self) -> None:
+        """Write what is pending and close the stream, if the path is one."""
+        self.flush()
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            with self._naming_the_path():
+                stream.close()
+
+    @contextlib.contextmanager
+    def _naming_the_path(self) -> Iterator[None]:
+        """An OSError names the metrics file (`/dev/full: No space left on device`)."""
+        try:
+            yield
+        except OSError as e:
+            if e.filename is not None or e.errno is None:
+                raise
+            raise type(e)(e.errno, e.strerror, self.path) from None
 
     def _step_line(self, values: tuple) -> str:
         row = {"kind": "step", **{k: _plain(v) for k, v in zip(self.fields, values)}}

@@ -305,7 +305,7 @@ class Trainer:
                     self._epoch()
         finally:  # the steps before a failure are worth seeing (a resume drops them)
             if self.metrics is not None:
-                self.metrics.flush()
+                self.metrics.close()
         if self.last_eval is None and self.test_data is not None:
             self.last_eval = self.evaluate()
         return {
