@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tests.runtime.test_trainer import data, models, trainer  # noqa: F401 (fixtures)
+from tinyc.ir.errors import OutputError
 from tinyc.runtime.metrics import MetricsLog, default_log_every, read_rows
 from tinyc.runtime.trainer import TIMING_KEYS
 
@@ -97,8 +98,15 @@ def test_resume_appends_without_duplicates_even_after_a_torn_epoch(models, data,
     assert [r["step"] for r in read_rows(str(out)) if r["kind"] == "step"] == list(range(1, 10))
 
 
-def test_a_fresh_run_starts_a_new_file(models, data, tmp_path):  # noqa: F811
+def test_an_earlier_runs_rows_need_resume_or_overwrite(models, data, tmp_path):  # noqa: F811
     out = tmp_path / "m.jsonl"
     out.write_text('{"kind": "epoch", "epoch": 7}\n')
-    trainer(models["sgd"], data, epochs=1, limit=64, metrics_out=str(out)).fit()
+    with pytest.raises(OutputError, match=f"--metrics-out {out} already holds a run's rows"):
+        trainer(models["sgd"], data, epochs=1, limit=64, metrics_out=str(out))
+    # --resume without a checkpoint to continue starts from scratch: it would drop the rows too
+    with pytest.raises(OutputError, match="already holds"):
+        trainer(models["sgd"], data, epochs=1, limit=64, metrics_out=str(out), resume=True,
+                checkpoint=str(tmp_path / "none.safetensors"))
+    assert out.read_text() == '{"kind": "epoch", "epoch": 7}\n'
+    trainer(models["sgd"], data, epochs=1, limit=64, metrics_out=str(out), overwrite=True).fit()
     assert [r["epoch"] for r in rows(out) if r["kind"] == "epoch"] == [1]

@@ -116,12 +116,20 @@ class RunConfig:
             self.check_earlier_run()
 
     def check_earlier_run(self) -> None:
-        """An existing checkpoint is an earlier run's work: continued with --resume, replaced only
-        with --overwrite, never silently."""
+        """An existing checkpoint or metrics file is an earlier run's work: continued with
+        --resume, replaced only with --overwrite, never silently."""
         if self.checkpoint and not (self.resume or self.overwrite) and os.path.isfile(self.checkpoint):
             raise OutputError(
                 f"--checkpoint {self.checkpoint} already holds a run",
                 hint="--resume to continue it, --overwrite to start over, or another path",
+            )
+        # the rows of an earlier run are kept unless a resume continues them (its checkpoint exists)
+        resuming = self.resume and bool(self.checkpoint) and os.path.isfile(self.checkpoint)
+        metrics = self.metrics_out
+        if metrics and not (resuming or self.overwrite) and os.path.isfile(metrics) and os.path.getsize(metrics):
+            raise OutputError(
+                f"--metrics-out {metrics} already holds a run's rows",
+                hint="--resume (with that run's --checkpoint) to continue it, --overwrite to start over, or another path",
             )
 
     def run_settings(self) -> dict[str, Any]:
