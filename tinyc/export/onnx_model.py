@@ -1,8 +1,10 @@
 """The `predict` entry of a Program as an ONNX model (opset 18): `to_onnx(program, weights)`.
 
-Every op the forward pass can hold, fused ones included, has a rule in `RULES` that emits ONNX
-nodes; the training-only ops (backward and optimizer kernels) are listed in `NOT_EXPORTED`, and a
-test checks the two cover the op registry. Symbolic dims stay symbolic (`B` is a `dim_param`);
+Every op a predict entry can hold has a rule in `RULES` that emits ONNX nodes: the forward ops,
+fused ones included, and the backward ops, which a predict output that is a gradient holds (a
+saliency map: `tc.grad` of an output with respect to an input). The training-only ops (optimizer
+updates, data-parallel packing and reduction) are listed in `NOT_EXPORTED`, and a test checks the
+two cover the op registry. Symbolic dims stay symbolic (`B` is a `dim_param`);
 where an op needs a shape as data, the size of a symbol is read from the input that has it.
 An input's declared preprocessing is part of the graph: the ONNX input takes the raw data
 (e.g. uint8 pixels) and the same steps as the runtime's (`tinyc.ir.preprocess.steps`) follow;
@@ -313,6 +315,15 @@ def _affine(b, node, xs):
     return b.add("Add", [b.add("Mul", xs[:2]), xs[2]])
 
 
+def _normalize(b, t: TensorType, x: str, axis: int, eps: float) -> tuple[str, str]:
+    """(xhat, 1 / sqrt(var + eps)) of x along axis, as ONNX nodes (biased variance)."""
+    axes = b.ints([axis])
+    centered = b.add("Sub", [x, b.add("ReduceMean", [x, axes], keepdims=1)])
+    var = b.add("ReduceMean", [b.add("Mul", [centered, centered]), axes], keepdims=1)
+    rstd = b.add("Reciprocal", [b.add("Sqrt", [b.add("Add", [var, b.scalar_like(eps, t)])])])
+    return b.add("Mul", [centered, rstd]), rstd
+
+
 def _layer_norm(b, node, x: str, scale: str | None, shift: str | None) -> str:
     """LayerNormalization over the last axis; over another axis its decomposition (mean, variance)."""
     t, axis, eps = node.type, node.attrs["axis"] % node.type.rank, node.attrs["eps"]
@@ -323,10 +334,7 @@ def _layer_norm(b, node, x: str, scale: str | None, shift: str | None) -> str:
         ones = scale or b.const(np.ones(size), t.np_dtype)
         zeros = shift or b.const(np.zeros(size), t.np_dtype)
         return b.add("LayerNormalization", [x, ones, zeros], axis=-1, epsilon=eps)
-    axes = b.ints([axis])
-    centered = b.add("Sub", [x, b.add("ReduceMean", [x, axes], keepdims=1)])
-    var = b.add("ReduceMean", [b.add("Mul", [centered, centered]), axes], keepdims=1)
-    y = b.add("Div", [centered, b.add("Sqrt", [b.add("Add", [var, b.scalar_like(eps, t)])])])
+    y = _normalize(b, t, x, axis, eps)[0]
     if scale:
         y = b.add("Add", [b.add("Mul", [y, scale]), shift])
     return y
@@ -342,13 +350,108 @@ def _layer_norm_affine(b, node, xs):
     return _layer_norm(b, node, xs[0], xs[1], xs[2])
 
 
-# Ops that only training graphs hold, with why they are not exported.
-_BACKWARD = "a backward op: export the predict entry"
+# --------------------------------------------------------------------------- backward ops
+# A predict output may be a gradient (`tc.grad` of an output with respect to an input: a saliency
+# map), so the backward ops the autodiff emits are exported too, each by its decomposition.
+
+
+def _sum_along(b, x: str, axis: int) -> str:
+    return b.add("ReduceSum", [x, b.ints([axis])], keepdims=1)
+
+
+@rule("relu_grad")
+def _relu_grad(b, node, xs):
+    # gy * (x > 0)
+    x, gy = xs
+    positive = b.add("Greater", [x, b.scalar_like(0.0, node.type)])
+    return b.add("Mul", [gy, b.add("Cast", [positive], to=b.elem(node.type.dtype))])
+
+
+@rule("softmax_grad")
+def _softmax_grad(b, node, xs):
+    # y * (gy - sum(gy * y))
+    y, gy = xs
+    return b.add("Mul", [y, b.add("Sub", [gy, _sum_along(b, b.add("Mul", [gy, y]), node.attrs["axis"])])])
+
+
+@rule("log_softmax_grad")
+def _log_softmax_grad(b, node, xs):
+    # gy - exp(y) * sum(gy)
+    y, gy = xs
+    return b.add("Sub", [gy, b.add("Mul", [b.add("Exp", [y]), _sum_along(b, gy, node.attrs["axis"])])])
+
+
+@rule("layer_norm_grad", "layer_norm_grad_scaled")
+def _layer_norm_grad(b, node, xs):
+    # g = gy (* scale); (g - mean(g) - xhat * mean(g * xhat)) * rstd
+    x, g = xs[:2]
+    if node.op == "layer_norm_grad_scaled":
+        g = b.add("Mul", [g, xs[2]])
+    axis = node.attrs["axis"]
+    xhat, rstd = _normalize(b, node.type, x, axis, node.attrs["eps"])
+    axes = b.ints([axis])
+    mean_g = b.add("ReduceMean", [g, axes], keepdims=1)
+    mean_gx = b.add("ReduceMean", [b.add("Mul", [g, xhat]), axes], keepdims=1)
+    return b.add("Mul", [b.add("Sub", [b.add("Sub", [g, mean_g]), b.add("Mul", [xhat, mean_gx])]), rstd])
+
+
+@rule("layer_norm_gain_grad")
+def _layer_norm_gain_grad(b, node, xs):
+    # sum(gy * layer_norm(x)) over every axis but axis
+    x, gy = xs
+    t = b.graph.types[node.inputs[0]]
+    axis = node.attrs["axis"] % t.rank
+    xhat = _normalize(b, t, x, axis, node.attrs["eps"])[0]
+    others = [k for k in range(t.rank) if k != axis]
+    return b.add("ReduceSum", [b.add("Mul", [gy, xhat]), b.ints(others)], keepdims=0)
+
+
+@rule("matmul_t_sum")
+def _matmul_t_sum(b, node, xs):
+    # sum over the batch dims of op(a) @ op(b)
+    batch = b.graph.types[node.inputs[0]].rank - 2
+    return b.add("ReduceSum", [_product(b, node, xs), b.ints(range(batch))], keepdims=0)
+
+
+def _one_hot_like(b, labels: str, logits_type: TensorType) -> str:
+    """one_hot(labels) over the last axis of the logits, in their dtype."""
+    depth = b.ints([logits_type.shape[-1]]) if isinstance(logits_type.shape[-1], int) else b.dim(logits_type.shape[-1])
+    return b.add("OneHot", [labels, depth, b.const([0, 1], logits_type.np_dtype)], axis=-1)
+
+
+def _reduce_nll(b, nll: str, reduction: str) -> str:
+    if reduction == "none":
+        return nll
+    return b.add("ReduceMean" if reduction == "mean" else "ReduceSum", [nll], keepdims=0)
+
+
+@rule("softmax_cross_entropy")
+def _softmax_cross_entropy(b, node, xs):
+    # -sum(one_hot(labels) * log_softmax(logits)), then mean / sum / none
+    logits, labels = xs
+    t = b.graph.types[node.inputs[0]]
+    picked = b.add("ReduceSum", [b.add("Mul", [b.add("LogSoftmax", [logits], axis=-1), _one_hot_like(b, labels, t)]),
+                                 b.ints([-1])], keepdims=0)
+    return _reduce_nll(b, b.add("Neg", [picked]), node.attrs["reduction"])
+
+
+@rule("softmax_cross_entropy_grad")
+def _softmax_cross_entropy_grad(b, node, xs):
+    # (softmax(logits) - one_hot(labels)) * gy, divided by the label count for mean
+    logits, labels, gy = xs
+    t = node.type
+    diff = b.add("Sub", [b.add("Softmax", [logits], axis=-1), _one_hot_like(b, labels, t)])
+    reduction = node.attrs["reduction"]
+    if reduction == "none":
+        return b.add("Mul", [diff, b.add("Unsqueeze", [gy, b.ints([-1])])])
+    if reduction == "mean":
+        count = b.add("Cast", [b.add("Max", [b.add("Size", [labels]), b.const(1, np.int64)])], to=b.elem(t.dtype))
+        gy = b.add("Div", [gy, count])
+    return b.add("Mul", [diff, gy])
+
+
+# Ops that only training graphs hold (a predict entry never has an optimizer), with why.
 NOT_EXPORTED = {
-    "softmax_cross_entropy": "a loss: it needs the labels, which predict does not take",
-    "softmax_grad": _BACKWARD, "log_softmax_grad": _BACKWARD, "layer_norm_grad": _BACKWARD,
-    "softmax_cross_entropy_grad": _BACKWARD, "relu_grad": _BACKWARD, "layer_norm_grad_scaled": _BACKWARD,
-    "layer_norm_gain_grad": _BACKWARD, "matmul_t_sum": _BACKWARD,
     "axpby": "an optimizer update", "adam_param": "an optimizer update",
     "allreduce": "a reduction over the ranks of data-parallel training",
     "flat_concat": "packs gradients for data-parallel training",
