@@ -24,6 +24,7 @@ from ..ir.errors import CheckpointError, IRError, NumericsError, TinycError
 from ..ir.graph import Graph, Node
 from ..ir.plan import check_plan
 from ..ir.program import LR_INPUT, PREDICT_ENTRY, SHARE_INPUT, TRAIN_ENTRY, Entry, Program
+from ..ir.train import STORED_DEFAULTS
 from ..ir.types import format_shape
 from .arena import arena_layout
 from .binding import bind_feeds, resolve_attrs
@@ -117,7 +118,7 @@ class Executor:
         runner = self._runner(TRAIN_ENTRY)
         if runner.takes_lr:
             if lr is None:
-                lr = float(self.program.meta.get("train", {}).get("lr", 0.0))
+                lr = float(self.program.meta.get("train", {}).get("lr", STORED_DEFAULTS["lr"]))
             feeds = {**feeds, LR_INPUT: lr}
         if runner.takes_share:
             if share is None:

@@ -15,6 +15,7 @@ import numpy as np
 
 from tinyc.ir.errors import IRError
 from tinyc.ir.graph import Graph, Param
+from tinyc.ir.types import DTYPES, FLOAT_DTYPES
 
 Initializer = Callable[..., np.ndarray]
 
@@ -46,7 +47,7 @@ def _normal(shape, rng: np.random.Generator, dtype: np.dtype, mean: float, std: 
 
 def _draw(sample, shape, dtype: np.dtype) -> np.ndarray:
     """Draw straight in a float parameter's dtype; other dtypes (rare, small) via float64."""
-    if dtype in (np.float32, np.float64):
+    if dtype in [DTYPES[d] for d in FLOAT_DTYPES]:
         return sample(shape, dtype=dtype)
     return sample(shape).astype(dtype)
 
