@@ -14,7 +14,7 @@ from tinyc.compiler.driver import compile_graph
 from tinyc.ir.builder import new_graph
 from tinyc.ir.train import optimizer_spec
 from tinyc.runtime import Executor, parallel
-from tinyc.runtime.kernels import KERNELS
+from tinyc.runtime.kernels import ALONG_AXIS, KERNELS, PRODUCTS, ROWWISE, WEIGHT_GRADS
 from tinyc.runtime.parallel import Pool, split, split_plan
 
 B, T, D, N = 64, 16, 256, 128  # [B, T, D] f32 is cut into 2 to 4 blocks
@@ -99,7 +99,7 @@ def test_cuts_depend_on_shapes_only():
 
 
 def test_the_tables_name_kernels():
-    for table in (parallel.ELEMENTWISE, parallel.ALONG_AXIS, parallel.PRODUCTS, parallel.WEIGHT_GRADS):
+    for table in (ROWWISE, ALONG_AXIS, PRODUCTS, WEIGHT_GRADS):
         assert table <= set(KERNELS), table - set(KERNELS)
 
 

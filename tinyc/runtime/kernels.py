@@ -341,6 +341,16 @@ INPLACE_INPUTS = {"relu_grad": (0, 1), "affine": (0,), "layer_norm_grad_scaled":
                   "axpby": (0,), "adam_param": (0,),  # the optimizer's states and parameters updated in place
                   "allreduce": (0,)}  # sums in place: may reuse the flat buffer it reduces
 
+# What the thread pool (`tinyc.runtime.parallel.split_plan`) may rely on to cut one instruction
+# into row blocks. Ops whose result row i (along axis 0) is computed from row i of each input
+# that has the result's rank and first dim, and from the whole of every other (broadcast) input:
+ROWWISE = frozenset(UFUNCS) | {"relu", "relu_grad", "affine", "where", "cast", "axpby", "adam_param"}
+# ops that work along one `axis` attribute: row-wise as above when that axis is not the first
+ALONG_AXIS = frozenset({"softmax", "softmax_grad", "log_softmax", "log_softmax_grad", "layer_norm",
+                        "layer_norm_grad", "layer_norm_affine", "layer_norm_grad_scaled", "concat"})
+WEIGHT_GRADS = frozenset({"matmul_t_sum"})  # with ta: result rows from columns of `a`
+PRODUCTS = GEMMS - WEIGHT_GRADS  # rows of the result from rows of `a`
+
 # --------------------------------------------------------------------------- the table
 
 KERNELS: dict[str, Kernel] = {name: _ufunc_kernel(ufunc) for name, ufunc in UFUNCS.items()}

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .kernels import UFUNCS
+from .kernels import ALONG_AXIS, PRODUCTS, ROWWISE, WEIGHT_GRADS
 
 BLOCKS = 4  # blocks per split instruction: a function of nothing but this constant and the shapes
 # An instruction is split only into blocks of at least MIN_WORK units, about 50-100 us of one
@@ -35,15 +35,6 @@ BLOCKS = 4  # blocks per split instruction: a function of nothing but this const
 # 1/4 of a row op's (several passes over each row), 32 multiply-adds (+1 per result element) of
 # a product. Measured on the benchmark models' shapes; blocks of ~20 us gained nothing.
 MIN_WORK = 1 << 16
-
-# ops whose result row i (along axis 0) is computed from row i of each input that has the
-# result's rank and first dim, and from the whole of every other (broadcast) input
-ELEMENTWISE = frozenset(UFUNCS) | {"relu", "relu_grad", "affine", "where", "cast", "axpby", "adam_param"}
-# ops that work along one `axis` attribute: row-wise as above when that axis is not the first
-ALONG_AXIS = frozenset({"softmax", "softmax_grad", "log_softmax", "log_softmax_grad", "layer_norm",
-                        "layer_norm_grad", "layer_norm_affine", "layer_norm_grad_scaled", "concat"})
-PRODUCTS = frozenset({"matmul", "matmul_t", "matmul_bias"})  # rows of the result from rows of `a`
-WEIGHT_GRADS = frozenset({"matmul_t_sum"})  # with ta: result rows from columns of `a`
 
 
 def _cuts(n: int, work_per_row: int) -> list[tuple[int, int]] | None:
@@ -68,7 +59,7 @@ def split_plan(op: str, ins: Sequence[np.ndarray], out: np.ndarray, attrs: dict[
     if any(np.may_share_memory(out, x) and not _same_view(out, x) for x in ins):
         return None  # the result overlaps an input other than row for row: keep it whole
     row_elements = out.size // out.shape[0]
-    if op in ELEMENTWISE or op == "concat":
+    if op in ROWWISE or op == "concat":
         cuts = _cuts(out.shape[0], row_elements // 2)
         return cuts and (cuts, ["row" if r else None for r in _row_inputs(ins, out)], "row")
     if op in ALONG_AXIS and attrs.get("axis", 0) % out.ndim != 0:
