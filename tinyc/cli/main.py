@@ -6,9 +6,8 @@ wholesale without touching this file.
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import sys
+from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
@@ -16,7 +15,6 @@ from typer.core import TyperGroup
 from ..ir.version import __version__
 from . import compile_cmd, export_cmd, inspect_cmd, plot_cmd, predict_cmd, train_cmd
 from .errors import USAGE_ERROR, report_usage, set_debug
-
 
 
 class _Command(typer.Typer):

@@ -70,7 +70,7 @@ class MetricsLog:
         text = "".join(line + "\n" for line in lines)
         if is_stream(self.path):
             with self._naming_the_path():
-                self.stream = open(self.path, "a", encoding="utf-8")
+                self.stream = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  (kept open for every row; close())
                 self.stream.write(text)
                 self.stream.flush()
         else:
