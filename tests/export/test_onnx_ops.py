@@ -8,6 +8,8 @@ are exactly the training-only ones (optimizer updates, data-parallel packing and
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,7 @@ from tinyc.export.onnx_model import NOT_EXPORTED, RULES, ExportError, to_onnx
 from tinyc.ir.builder import new_graph
 from tinyc.ir.ops import OPS
 from tinyc.ir.program import Entry, Program
+from tinyc.runtime.executor import Executor
 from tinyc.runtime.reference import run_graph
 
 ort = pytest.importorskip("onnxruntime")
@@ -146,3 +149,21 @@ def test_an_op_without_a_mapping_names_the_op_and_the_model_line():
         to_onnx(Program({"predict": Entry("predict", graph)}), {})
     assert str(e.value).splitlines()[0] == (f"{__file__.split('/')[-1]}:{line}: axpby %{graph.nodes[-1].out}: "
                                             "cannot be exported to ONNX (an optimizer update)")
+
+
+@pytest.mark.parametrize("rule", [{"scale": 1 / 255}, {"mean": 33.3, "std": 78.6},
+                                  {"raw": "u16", "scale": 0.3, "offset": -2.0, "mean": 10.0, "std": 4.0}])
+def test_declared_preprocessing_is_in_the_graph_and_stated_in_the_metadata(rule):
+    with new_graph("case") as b:
+        x = tc.input("x", ("B", 3, 4), **rule)
+        graph = b.graph({"out": x * 2.0})
+    program = Program({"predict": Entry("predict", graph)})
+    model = to_onnx(program, {})
+    raw = {"u8": np.uint8, "u16": np.uint16}[rule.get("raw", "u8")]
+    stated = json.loads({p.key: p.value for p in model.metadata_props}["tinyc.preprocess"])
+    assert stated == {"x": graph.inputs[0].preprocess} and stated["x"]["raw"] == rule.get("raw", "u8")
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for batch in (1, 5):
+        pixels = np.random.default_rng(batch).integers(0, np.iinfo(raw).max, (batch, 3, 4), dtype=raw)
+        want = Executor(program).predict({"x": pixels})["out"]  # tinyc applies the rule when it feeds
+        np.testing.assert_allclose(session.run(None, {"x": pixels})[0], want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
