@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..ir.graph import GRAD_NOTE, format_where
+from ..ir.graph import format_where
 from ..ir.numfmt import human_bytes
 from ..ir.plan import MemoryPlan
 from ..ir.program import Entry
+from .views import saved_for_backward
 
 
 def plan_at(entry: Entry, batch: int | None = None) -> MemoryPlan:
@@ -31,11 +32,11 @@ def memory_report(entry: Entry, batch: int | None = None) -> dict[str, Any]:
     """The planned peak at `batch`: where it occurs, what is alive there, and what reuse saves."""
     plan = plan_at(entry, batch)
     graph = entry.graph
-    producers, consumers = graph.producers, graph.consumers
+    producers, kept = graph.producers, saved_for_backward(graph)
     rows = []
     for v in plan.live_at_peak:
         n = producers[v]
-        saved = not n.note.startswith(GRAD_NOTE) and any(c.note.startswith(GRAD_NOTE) for c in consumers.get(v, ()))
+        saved = v in kept
         # in a parameter's array, or in a packing node's buffer (counted with it): nothing extra
         in_place = plan.inplace.get(v, "") or (f"%{plan.placed[v]}" if v in plan.placed else "")
         rows.append({"value": v, "op": n.op, "type": str(n.type), "bytes": 0 if in_place else n.type.nbytes(default=plan.batch),

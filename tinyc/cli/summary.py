@@ -19,7 +19,7 @@ from ..ir.numfmt import human_bytes, human_count
 from ..ir.plan import reference_batch
 from ..ir.program import TRAIN_ENTRY, Program
 from .output import echo, table
-from .views import role_of
+from .views import role_of, saved_for_backward
 
 TOP = "(top)"  # the row of nodes outside every layer scope
 
@@ -37,7 +37,7 @@ class LayerRow:
 def layer_rows(graph: Graph, batch: int) -> tuple[list[LayerRow], int]:
     """(one row per layer scope in forward order, FLOPs of the optimizer's nodes)."""
     roles = role_of(graph)
-    types, consumers = graph.types, graph.consumers
+    types, saved = graph.types, saved_for_backward(graph, roles)
     rows: dict[str, LayerRow] = {}
     optimizer = 0
     for n in graph.nodes:  # forward nodes first: they decide the order of the rows
@@ -45,7 +45,7 @@ def layer_rows(graph: Graph, batch: int) -> tuple[list[LayerRow], int]:
             row = rows.setdefault(n.scope or TOP, LayerRow(n.scope or TOP))
             row.output = str(n.type)
             row.forward_flops += node_flops(n, types, batch)
-            if any(roles[c.out] == "backward" for c in consumers.get(n.out, ())):
+            if n.out in saved:
                 row.saved_bytes += n.type.nbytes(default=batch)
     for n in graph.nodes:
         if roles[n.out] == "backward":

@@ -116,3 +116,11 @@ def role_of(graph: Graph) -> dict[str, str]:
         else:
             roles[n.out] = "optimizer"
     return roles
+
+
+def saved_for_backward(graph: Graph, roles: dict[str, str] | None = None) -> set[str]:
+    """The forward values a backward node reads: what backprop keeps alive (roles by `role_of`)."""
+    roles = roles or role_of(graph)
+    consumers = graph.consumers
+    return {n.out for n in graph.nodes
+            if roles[n.out] == "forward" and any(roles[c.out] == "backward" for c in consumers.get(n.out, ()))}
