@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import re
+import shutil
+import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -75,3 +78,14 @@ def test_grad_seed_is_coloured_as_backward():
     drawn = nodes(to_dot(program, ["train_step"], depth=9))
     seeds = [attrs for label, attrs in drawn.values() if "grad seed" in label]
     assert seeds and all(f'fillcolor="{COLOURS["backward"]}"' in attrs for attrs in seeds)
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's `dot` is not installed (apt install graphviz)")
+def test_graphviz_draws_the_vit_step_at_most_4000_px(vit, tmp_path):
+    # the issue's bound: the whole vit training step at the default depth fits ~4,000 px on its longer side
+    (tmp_path / "vit.dot").write_text(to_dot(vit, ["train_step"]))
+    subprocess.run(["dot", "-Tpng", "vit.dot", "-o", "vit.png"], cwd=tmp_path, check=True, timeout=120)
+    png = (tmp_path / "vit.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk
+    assert 1000 < max(width, height) <= 4000, (width, height)
