@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -81,6 +82,26 @@ def test_rows_are_buffered_until_the_epoch_ends(tmp_path):
     assert out.read_text() == ""  # nothing formatted or written per step
     log.epoch({"epoch": 1, "train_loss": 0.5})
     assert [r["kind"] for r in rows(out)] == ["step"] * 50 + ["epoch"]
+
+
+def test_rows_are_fsynced_before_each_checkpoint_and_only_then(models, data, tmp_path, monkeypatch):  # noqa: F811
+    # an fsync can cost a busy disk most of a second: one per epoch, and only where a resume depends on it
+    synced = []  # what each fsync was for, in order: "metrics" or another file (the checkpoint's, its folder)
+    real = os.fsync
+
+    def spy(fd):
+        synced.append("metrics" if os.fstat(fd).st_ino == metrics_inode() else "other")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    out = tmp_path / "m.jsonl"
+    metrics_inode = lambda: out.stat().st_ino if out.exists() else -1  # noqa: E731
+    trainer(models["sgd"], data, epochs=2, limit=64, metrics_out=str(out)).fit()
+    assert synced == [] and len(rows(out)) > 2  # no checkpoint: written, never synced
+    out = tmp_path / "m2.jsonl"
+    trainer(models["sgd"], data, epochs=2, limit=64, metrics_out=str(out), checkpoint=str(tmp_path / "c.st")).fit()
+    assert synced.count("metrics") == 2 and synced[0] == "metrics"  # each epoch's rows, then its checkpoint
+    assert synced[synced.index("metrics", 1) - 1] == "other"
 
 
 def test_resume_appends_without_duplicates_even_after_a_torn_epoch(models, data, tmp_path):  # noqa: F811

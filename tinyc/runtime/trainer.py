@@ -382,7 +382,7 @@ class Trainer:
         self.state.epoch = epoch
         self.state.history.append(record)
         if self.metrics is not None:  # before the checkpoint: a resume then never misses this epoch's rows
-            self.metrics.epoch(record)
+            self.metrics.epoch(record, sync=bool(cfg.checkpoint))
         if cfg.keep_best and improved and self.world.root:  # before the latest: a resume that redoes
             self.save(best_path(cfg.checkpoint))              # this epoch then finds it no better, and skips it
         if cfg.checkpoint and self.world.root:
