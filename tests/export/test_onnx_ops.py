@@ -167,3 +167,14 @@ def test_declared_preprocessing_is_in_the_graph_and_stated_in_the_metadata(rule)
         pixels = np.random.default_rng(batch).integers(0, np.iinfo(raw).max, (batch, 3, 4), dtype=raw)
         want = Executor(program).predict({"x": pixels})["out"]  # tinyc applies the rule when it feeds
         np.testing.assert_allclose(session.run(None, {"x": pixels})[0], want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+
+
+def test_a_size_onnx_cannot_compute_names_the_op_and_the_model_line():
+    with new_graph("case") as b:
+        tc.input("x", ("B", 3))
+        y = tc.fill(("N", 3), 1.5); line = __import__("inspect").currentframe().f_lineno
+        graph = b.graph({"out": y})
+    with pytest.raises(ExportError) as e:
+        to_onnx(Program({"predict": Entry("predict", graph)}), {})
+    assert str(e.value) == (f"{__file__.split('/')[-1]}:{line}: fill %{graph.nodes[-1].out}: dim 'N' is not the size "
+                            "of any input, so ONNX cannot compute it")

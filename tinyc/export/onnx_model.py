@@ -56,7 +56,10 @@ def to_onnx(program: Program, weights: Mapping[str, np.ndarray], entry: str = PR
         if rule is None:
             why = NOT_EXPORTED.get(node.op, "no ONNX rule for this op")
             raise ExportError(f"{node.op} %{node.out}: cannot be exported to ONNX ({why})", loc=node.loc)
-        b.names[node.out] = rule(b, node, [b.names[v] for v in node.inputs])
+        try:
+            b.names[node.out] = rule(b, node, [b.names[v] for v in node.inputs])
+        except ExportError as e:  # a rule's own refusal: name the node and the user's line too
+            raise ExportError(f"{node.op} %{node.out}: {e.message}", loc=node.loc, hint=e.hint) from None
     outputs = []
     for name, value in graph.outputs:
         b.add("Identity", [b.names[value]], name)
