@@ -177,3 +177,33 @@ def test_export_never_overwrites_its_inputs(work, tmp_path, fmt):
         assert one_line_error(result).startswith(f"error: refusing to write -o {out}: it is the input")
     assert {p: p.read_bytes() for p in kept} == kept
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alias.ir"]  # no temporary file left
+
+
+RGB_MODEL = """\
+import tinyc as tc
+from tinyc.models import Linear, softmax_cross_entropy
+
+
+def model():
+    image = tc.input("image", ("B", 8, 8, 3), scale=1 / 255)
+    label = tc.input("label", ("B",), dtype="i64")
+    logits = Linear("fc", 192, 4)(image.reshape("B", 192))
+    return tc.Train(softmax_cross_entropy(logits, label), outputs={"logits": logits})
+"""
+
+
+def test_an_rgb_input_reads_colour_files_and_grey_ones_in_every_channel(tmp_path):
+    (tmp_path / "rgb.py").write_text(RGB_MODEL)
+    program = compile_file(str(tmp_path / "rgb.py"), "model")[0]
+    save_program(program, tmp_path / "rgb.ir")
+    Executor(program, seed=1).save_weights(str(tmp_path / "w.safetensors"))
+    rng = np.random.default_rng(6)
+    colour, grey = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), rng.integers(0, 256, (8, 8), dtype=np.uint8)
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    np.save(tmp_path / "arrays.npy", np.stack([colour, np.repeat(grey[..., None], 3, axis=-1)]))
+    args = ("predict", tmp_path / "rgb.ir", "--weights", tmp_path / "w.safetensors", "--json", "--batch-size", 1)
+    files = _json(invoke(*args, tmp_path / "colour.png", tmp_path / "grey.png"))
+    arrays = _json(invoke(*args, tmp_path / "arrays.npy"))
+    assert [r["logits"] for r in files] == [r["logits"] for r in arrays]
+    assert files[0]["logits"] != files[1]["logits"]
