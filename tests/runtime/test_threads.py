@@ -3,6 +3,8 @@ values refused in one line, and the count really reaching BLAS while a step runs
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from threadpoolctl import threadpool_info
 
@@ -51,6 +53,19 @@ def test_bad_environment_value_is_one_line(cores, value):
 def test_bad_argument_is_refused(cores, value):
     with pytest.raises(TinycError, match=f"threads must be a whole number >= 1, got {value!r}"):
         resolve_threads(value)
+
+
+def test_a_count_past_four_per_core_is_refused_before_any_thread_starts(cores):
+    """--threads 1000000 used to start threads until the system refused one (an internal error)."""
+    assert resolve_threads(64) == 64 and resolve_threads(24) == 24  # 6 cores: at most max(64, 24)
+    before = threading.active_count()
+    with pytest.raises(TinycError) as err:
+        resolve_threads(10**6)
+    assert err.value.message == "threads 1000000 is more than 64 (4 per core of the 6 this process may use, at least 64)"
+    cores.setenv(ENV_VAR, "65")
+    with pytest.raises(TinycError, match=f"{ENV_VAR} 65 is more than 64"):
+        resolve_threads()
+    assert threading.active_count() == before
 
 
 def _blas_counts() -> list[int]:

@@ -53,18 +53,35 @@ def resolve_threads(requested: int | None = None, share: int = 1) -> int:
     if requested is not None:
         if not _is_count(requested):
             raise TinycError(f"threads must be a whole number >= 1, got {requested!r}", hint=HINT)
-        return int(requested)
+        return _at_most_max(int(requested), "threads")
     text = os.environ.get(ENV_VAR, "").strip()
     if text:
         if not (text.isdigit() and int(text) >= 1):
             raise TinycError(f"{ENV_VAR}={text!r} is not a whole number >= 1", hint=HINT)
-        return int(text)
+        return _at_most_max(int(text), ENV_VAR)
     if not _is_count(share):
         raise TinycError(f"share must be a whole number >= 1, got {share!r}")
     return max(1, available_cores() // int(share))
 
 
 HINT = "set a thread count of 1 or more (1 suits a machine that other work keeps busy)"
+
+
+def max_threads() -> int:
+    """The most threads a process may ask for: more than 4 per core only slows a step down, and
+    a count such as 10**6 would exhaust the system's threads before the first step."""
+    return max(MIN_MAX_THREADS, 4 * available_cores())
+
+
+MIN_MAX_THREADS = 64
+
+
+def _at_most_max(count: int, what: str) -> int:
+    if count > max_threads():
+        raise TinycError(f"{what} {count} is more than {max_threads()} (4 per core of the {available_cores()} "
+                         f"this process may use, at least {MIN_MAX_THREADS})",
+                         hint="one thread per core is usually fastest")
+    return count
 
 
 def _is_count(value: object) -> bool:
