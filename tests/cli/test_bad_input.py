@@ -138,6 +138,19 @@ def test_a_model_file_is_python_whatever_its_suffix(tmp_path):
     assert (tmp_path / "tiny.ir").exists()
 
 
+def test_more_procs_than_cores_is_refused_before_mpiexec_starts(program, tmp_path, monkeypatch):
+    from tinyc.cli import launch
+    from tinyc.runtime.threads import available_cores
+
+    def started(*args):
+        raise AssertionError(f"mpiexec was started: {args}")
+
+    monkeypatch.setattr(launch.os, "execv", started)
+    most = max(8, 4 * available_cores())
+    message = one_line_error(invoke("run", program, "--procs", most + 1, "--data", f"idx:{tmp_path}"))
+    assert message.startswith(f"error: --procs {most + 1} is more than {most} (4 per core of the {available_cores()} ")
+
+
 def test_a_negative_seed_is_a_usage_error(program, tmp_path):
     result = invoke("run", program, "--seed", "-1", "--data", f"idx:{tmp_path}")
     assert result.exit_code == 2 and "--seed" in result.output and "internal error" not in result.output

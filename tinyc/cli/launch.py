@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 from ..ir.errors import TinycError
 from .errors import set_rank
 
+MIN_MAX_PROCS = 8  # --procs may oversubscribe a small machine this far (tests run 2 ranks on 1 core)
 ABORT_GRACE_S = 5.0  # after this long in MPI_Abort the process ends itself
 
 
@@ -51,9 +52,17 @@ def relaunch(procs: int) -> NoReturn:
     """Become `mpiexec -n procs python -m tinyc <the same arguments>` (one machine)."""
     from ..runtime.comm import launched_size
 
+    from ..runtime.threads import available_cores
+
     if launched_size() != 1:
         raise TinycError("--procs starts its own MPI job; this process already runs in one",
                          hint="drop --procs when you start tinyc with mpiexec or srun")
+    cores = available_cores()
+    most = max(MIN_MAX_PROCS, 4 * cores)
+    if procs > most:  # each rank imports NumPy and holds a model: 1000 of them exhaust the machine
+        raise TinycError(f"--procs {procs} is more than {most} (4 per core of the {cores} this process may use, "
+                         f"at least {MIN_MAX_PROCS})",
+                         hint=f"a rank per core is fastest: --procs {cores} (mpiexec -n N starts more if you must)")
     mpiexec = find_mpiexec()
     sys.stdout.flush()
     os.execv(mpiexec, [mpiexec, "-n", str(procs), sys.executable, "-m", "tinyc", *without_procs(sys.argv[1:])])
