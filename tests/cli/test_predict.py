@@ -150,6 +150,16 @@ def _hostile(path, kind):
         path.write_text("hello\n")
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_an_array_with_nan_or_inf_is_refused_not_classified(work, tmp_path, bad):
+    array = np.full((2, 28, 28), 0.5, np.float32)
+    array[1, 3, 4] = bad
+    np.save(tmp_path / "x.npy", array)
+    result = invoke("predict", work / "mlp.ir", "--weights", work / "w.safetensors", tmp_path / "x.npy")
+    assert one_line_error(result) == f"error: {tmp_path / 'x.npy'}: the array holds NaN or infinite values"
+    assert "nan" not in result.stdout
+
+
 @pytest.mark.parametrize("kind,words", [
     ("truncated", "cannot read the image (image file is truncated"),
     ("1x1", "the image is 1x1 pixels, but the input takes 28x28"),

@@ -115,6 +115,8 @@ def _file_examples(path: Path, shape: tuple, resize: bool, grey: bool, folder: P
             raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
         except ValueError as e:
             raise DataError(f"{path}: not a NumPy array file ({e})") from None
+        if array.dtype.kind == "f" and not np.isfinite(array).all():  # its classes would read "nan%"
+            raise DataError(f"{path}: the array holds NaN or infinite values")
         rank = len(shape)
         if array.ndim == rank:
             return [Example(str(path), array)]
