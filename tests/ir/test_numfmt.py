@@ -13,6 +13,7 @@ from tinyc.ir.types import TensorType
 @pytest.mark.parametrize("n, text", [
     (0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1536, "1.5 KiB"),
     (8 * 2**20, "8.0 MiB"), (3 * 2**30 // 2, "1.5 GiB"), (5 * 2**40, "5.0 TiB"),
+    (3 * 2**50, "3.0 PiB"), (2**60, "1.0 EiB"), (2.5e30 * 2**60, "2.5e+30 EiB"),
 ])
 def test_sizes_in_binary_units(n, text):
     assert human_bytes(n) == text

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-_BINARY = ("B", "KiB", "MiB", "GiB", "TiB")
+_BINARY = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 ATTR_DIGITS = 12  # float attributes: rounding at 12 significant digits removes `1 - 0.9`-style noise
 
 
@@ -21,6 +21,8 @@ def human_bytes(n: float) -> str:
     """1536 -> '1.5 KiB'; 8388608 -> '8.0 MiB'; 100 -> '100 B' (binary units, 1 KiB = 1024 B)."""
     for unit in _BINARY:
         if abs(n) < 1024 or unit == _BINARY[-1]:
+            if abs(n) >= 1024:  # past the last unit (`--batch-size 10**30`): three digits, not thirty
+                return f"{n:.3g} {unit}"
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
