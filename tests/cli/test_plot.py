@@ -159,3 +159,12 @@ def test_run_plot_needs_the_metrics_file(work, tmp_path):  # noqa: F811
         "error: --plot draws from the metrics file, and --metrics-out /dev/null is a device or pipe",
         "hint: give --metrics-out a regular file"], result.output
     assert not (tmp_path / "c.png").exists()
+
+
+def test_the_docs_image_is_a_small_png_of_the_plot_size():
+    # docs/curves.png is `tinyc plot`'s output (reduced to a palette for the README): its size is the plot's
+    from matplotlib.image import imread
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "curves.png"
+    assert docs.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and docs.stat().st_size < 64 * 1024
+    assert imread(docs).shape[:2] == (round(SIZE_IN[1] * DPI), round(SIZE_IN[0] * DPI))
