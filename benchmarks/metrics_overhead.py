@@ -35,7 +35,8 @@ def data(n: int) -> dict[str, np.ndarray]:
 
 def epoch_seconds(program, train, folder: str, log_every: int | None, metrics: bool, threads: int | None) -> float:
     path = os.path.join(folder, "m.jsonl") if metrics else None
-    config = RunConfig.from_program(program, epochs=1, metrics_out=path, log_every=log_every, threads=threads)
+    config = RunConfig.from_program(program, epochs=1, metrics_out=path, log_every=log_every, threads=threads,
+                                    overwrite=True)  # each round replaces the last round's file
     trainer = Trainer(program, train, None, config)
     start = time.perf_counter()
     trainer.fit()
