@@ -209,3 +209,25 @@ def test_nary_op_records_into_the_graph_of_its_tensor():
     with tc.graph() as second:
         y = tc.maximum(0.0, x)  # built while another graph is current: goes to x's graph
     assert second.graph().nodes == () and first.graph().producers[y.name].op == "maximum"
+
+
+def test_front_end_defaults_are_the_op_schemas():
+    # an attribute's default is the op schema's fact; the front-end's signatures show it, never another value
+    from tinyc import frontend
+    from tinyc.ir.ops import OPS
+    from tinyc.ir.ops.schema import Attr
+    from tinyc.models import LayerNorm
+
+    none = Attr("int").default  # what an attribute without a default holds
+    checked = []
+    for name, fn in inspect.getmembers(frontend, inspect.isfunction):
+        if fn.__module__ != frontend.__name__ or name not in OPS:
+            continue
+        for p in inspect.signature(fn).parameters.values():
+            default = OPS[name].attrs[p.name].default if p.name in OPS[name].attrs else none
+            if p.default is not inspect.Parameter.empty and default is not none:
+                assert p.default == default, (name, p.name, p.default, default)
+                checked.append((name, p.name))
+    assert len(checked) >= 10 and ("layer_norm", "eps") in checked
+    eps = inspect.signature(LayerNorm).parameters["eps"].default
+    assert eps == OPS["layer_norm"].attrs["eps"].default
