@@ -95,7 +95,7 @@ def test_rows_are_fsynced_before_each_checkpoint_and_only_then(models, data, tmp
 
     monkeypatch.setattr(os, "fsync", spy)
     out = tmp_path / "m.jsonl"
-    metrics_inode = lambda: out.stat().st_ino if out.exists() else -1  # noqa: E731
+    metrics_inode = lambda: out.stat().st_ino if out.exists() else -1
     trainer(models["sgd"], data, epochs=2, limit=64, metrics_out=str(out)).fit()
     assert synced == [] and len(rows(out)) > 2  # no checkpoint: written, never synced
     out = tmp_path / "m2.jsonl"

@@ -68,9 +68,12 @@ HINT = "set a thread count of 1 or more (1 suits a machine that other work keeps
 
 
 def max_threads() -> int:
-    """The most threads a process may ask for: more than 4 per core only slows a step down, and
-    a count such as 10**6 would exhaust the system's threads before the first step."""
-    return max(MIN_MAX_THREADS, 4 * available_cores())
+    """The most threads a process may ask for: more than PER_CORE per core only slows a step down,
+    and a count such as 10**6 would exhaust the system's threads before the first step."""
+    return max(MIN_MAX_THREADS, PER_CORE * available_cores())
+
+
+PER_CORE = 4  # the most threads, or ranks of `--procs`, per core worth starting
 
 
 MIN_MAX_THREADS = 64
@@ -78,7 +81,7 @@ MIN_MAX_THREADS = 64
 
 def _at_most_max(count: int, what: str) -> int:
     if count > max_threads():
-        raise TinycError(f"{what} {count} is more than {max_threads()} (4 per core of the {available_cores()} "
+        raise TinycError(f"{what} {count} is more than {max_threads()} ({PER_CORE} per core of the {available_cores()} "
                          f"this process may use, at least {MIN_MAX_THREADS})",
                          hint="one thread per core is usually fastest")
     return count
