@@ -73,3 +73,16 @@ def test_keep_best_needs_a_checkpoint_and_a_validation_set(models, data):  # noq
         trainer(models["sgd"], data, keep_best=True, val_split=0.1)
     with pytest.raises(TinycError, match="--val-split must lie between 0 and 1"):
         trainer(models["sgd"], data, val_split=1.5)
+
+
+@pytest.mark.parametrize("stop", [1, 3])  # before the best epoch (2), and after it
+def test_keep_best_across_a_resume_is_the_unbroken_runs(models, data, tmp_path, stop):  # noqa: F811
+    settings = {"limit": 200, "val_split": 0.25, "seed": 3, "lr": 0.3, "keep_best": True}  # best: epoch 2 of 4
+    whole = tmp_path / "whole.safetensors"
+    trainer(models["sgd"], data, epochs=4, checkpoint=str(whole), **settings).fit()
+    broken = tmp_path / "broken.safetensors"
+    trainer(models["sgd"], data, epochs=stop, checkpoint=str(broken), **settings).fit()
+    trainer(models["sgd"], data, epochs=4, checkpoint=str(broken), resume=True, **settings).fit()
+    (want, want_meta), (got, got_meta) = load_checkpoint(best_path(str(whole))), load_checkpoint(best_path(str(broken)))
+    assert got_meta["epoch"] == want_meta["epoch"] == 2
+    assert sorted(got) == sorted(want) and all(np.array_equal(got[k], want[k]) for k in want)
