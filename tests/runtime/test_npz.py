@@ -64,6 +64,15 @@ def test_not_an_npz_and_no_file(tmp_path):
         load_dataset(f"npz:{tmp_path / 'nope.npz'}")
 
 
+def test_a_folder_or_an_npy_is_not_an_npz(tmp_path):
+    (tmp_path / "folder.npz").mkdir()
+    with pytest.raises(DataError, match=r"folder.npz: a folder, not a .npz file"):
+        load_dataset(f"npz:{tmp_path / 'folder.npz'}")
+    np.save(tmp_path / "one.npy", np.zeros((4, 28, 28)))
+    with pytest.raises(DataError, match=r"one.npy: one array \(a .npy file\), not a .npz of named arrays"):
+        load_dataset(f"npz:{tmp_path / 'one.npy'}")
+
+
 def test_record_counts_of_a_split_must_agree(tmp_path):
     with pytest.raises(DataError, match=r"train: fields have different record counts"):
         load_dataset(_bad(tmp_path, train_label=np.zeros(10, np.int64)))

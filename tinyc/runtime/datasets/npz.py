@@ -29,9 +29,14 @@ def read_npz(spec: str) -> Dataset:
     path = os.path.expanduser(spec[len(SPEC_PREFIX):])
     example = "train_image, train_label, test_image, test_label"
     if not os.path.isfile(path):
-        raise DataError(f"{spec}: no such file", hint=f"a .npz written by numpy.savez with arrays such as {example}")
+        what = "a folder, not a .npz file" if os.path.isdir(path) else "no such file"
+        raise DataError(f"{spec}: {what}", hint=f"a .npz written by numpy.savez with arrays such as {example}")
     try:
-        with np.load(path, allow_pickle=False) as f:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy: one array, no names to bind
+            raise DataError(f"{path}: one array (a .npy file), not a .npz of named arrays",
+                            hint=f"np.savez(path, {example.replace(', ', '=..., ')}=...)")
+        with loaded as f:
             arrays = {name: _array(f, name, path) for name in f.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         if isinstance(e, DataError):
