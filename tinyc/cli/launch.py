@@ -51,17 +51,14 @@ def without_procs(argv: list[str]) -> list[str]:
 def relaunch(procs: int) -> NoReturn:
     """Become `mpiexec -n procs python -m tinyc <the same arguments>` (one machine)."""
     from ..runtime.comm import launched_size
-    from ..runtime.threads import PER_CORE, available_cores
+    from ..runtime.threads import available_cores, check_per_core
 
     if launched_size() != 1:
         raise TinycError("--procs starts its own MPI job; this process already runs in one",
                          hint="drop --procs when you start tinyc with mpiexec or srun")
-    cores = available_cores()
-    most = max(MIN_MAX_PROCS, PER_CORE * cores)
-    if procs > most:  # each rank imports NumPy and holds a model: 1000 of them exhaust the machine
-        raise TinycError(f"--procs {procs} is more than {most} ({PER_CORE} per core of the {cores} this process may use, "
-                         f"at least {MIN_MAX_PROCS})",
-                         hint=f"a rank per core is fastest: --procs {cores} (mpiexec -n N starts more if you must)")
+    # each rank imports NumPy and holds a model: --procs 1000 would exhaust the machine
+    check_per_core(procs, "--procs", MIN_MAX_PROCS,
+                   f"a rank per core is fastest: --procs {available_cores()} (mpiexec -n N starts more if you must)")
     mpiexec = find_mpiexec()
     sys.stdout.flush()
     os.execv(mpiexec, [mpiexec, "-n", str(procs), sys.executable, "-m", "tinyc", *without_procs(sys.argv[1:])])

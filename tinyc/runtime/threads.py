@@ -67,24 +67,24 @@ def resolve_threads(requested: int | None = None, share: int = 1) -> int:
 HINT = "set a thread count of 1 or more (1 suits a machine that other work keeps busy)"
 
 
-def max_threads() -> int:
-    """The most threads a process may ask for: more than PER_CORE per core only slows a step down,
-    and a count such as 10**6 would exhaust the system's threads before the first step."""
-    return max(MIN_MAX_THREADS, PER_CORE * available_cores())
-
-
-PER_CORE = 4  # the most threads, or ranks of `--procs`, per core worth starting
-
-
+PER_CORE = 4  # threads or ranks per core past which a run only slows down
 MIN_MAX_THREADS = 64
 
 
-def _at_most_max(count: int, what: str) -> int:
-    if count > max_threads():
-        raise TinycError(f"{what} {count} is more than {max_threads()} ({PER_CORE} per core of the {available_cores()} "
-                         f"this process may use, at least {MIN_MAX_THREADS})",
-                         hint="one thread per core is usually fastest")
+def check_per_core(count: int, what: str, at_least: int, hint: str) -> int:
+    """`count` (threads, ranks) unless it is past PER_CORE per core this process may use (and
+    past `at_least`): then a TinycError before any thread or process starts, since a count such
+    as 10**6 would exhaust the machine first."""
+    cores = available_cores()
+    most = max(at_least, PER_CORE * cores)
+    if count > most:
+        raise TinycError(f"{what} {count} is more than {most} ({PER_CORE} per core of the {cores} this process "
+                         f"may use, at least {at_least})", hint=hint)
     return count
+
+
+def _at_most_max(count: int, what: str) -> int:
+    return check_per_core(count, what, MIN_MAX_THREADS, "one thread per core is usually fastest")
 
 
 def _is_count(value: object) -> bool:
