@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.runtime.test_trainer import data, models, trainer  # noqa: F401 (fixtures)
-from tinyc.ir.errors import TinycError
+from tinyc.ir.errors import CheckpointError, TinycError
 from tinyc.runtime.checkpoint import load_checkpoint
 from tinyc.runtime.evaluation import accuracy_on
 from tinyc.runtime.executor import Executor
@@ -86,3 +86,13 @@ def test_keep_best_across_a_resume_is_the_unbroken_runs(models, data, tmp_path, 
     (want, want_meta), (got, got_meta) = load_checkpoint(best_path(str(whole))), load_checkpoint(best_path(str(broken)))
     assert got_meta["epoch"] == want_meta["epoch"] == 2
     assert sorted(got) == sorted(want) and all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_a_resume_with_another_split_is_refused_naming_it(models, data, tmp_path):  # noqa: F811
+    ckpt = tmp_path / "run.safetensors"
+    trainer(models["sgd"], data, epochs=1, limit=200, checkpoint=str(ckpt)).fit()
+    before = ckpt.read_bytes()
+    with pytest.raises(CheckpointError) as e:
+        trainer(models["sgd"], data, epochs=2, limit=200, checkpoint=str(ckpt), resume=True, val_split=0.25).fit()
+    assert "saved for a training set of 200 examples, this run has 150" in e.value.message
+    assert "--val-split" in e.value.hint and ckpt.read_bytes() == before

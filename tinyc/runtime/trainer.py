@@ -244,7 +244,7 @@ class Trainer:
         if meta.get("n") != self.n:
             raise CheckpointError(
                 f"{path}: saved for a training set of {meta.get('n')} examples, this run has {self.n}",
-                hint="resume with the same --data and --limit",
+                hint="resume with the same --data, --limit and --val-split",
             )
         try:
             state = RunState(int(meta["epoch"]), int(meta["step"]), list(meta.get("history", [])))
