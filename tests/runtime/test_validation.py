@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.runtime.test_trainer import data, models, trainer  # noqa: F401 (fixtures)
-from tinyc.ir.errors import CheckpointError, TinycError
+from tinyc.ir.errors import CheckpointError, OutputError, TinycError
 from tinyc.runtime.checkpoint import load_checkpoint
 from tinyc.runtime.evaluation import accuracy_on
 from tinyc.runtime.executor import Executor
@@ -96,3 +96,14 @@ def test_a_resume_with_another_split_is_refused_naming_it(models, data, tmp_path
         trainer(models["sgd"], data, epochs=2, limit=200, checkpoint=str(ckpt), resume=True, val_split=0.25).fit()
     assert "saved for a training set of 200 examples, this run has 150" in e.value.message
     assert "--val-split" in e.value.hint and ckpt.read_bytes() == before
+
+
+def test_an_earlier_runs_best_checkpoint_is_never_replaced_silently(models, data, tmp_path):  # noqa: F811
+    ckpt, best = tmp_path / "run.safetensors", tmp_path / "run.best.safetensors"
+    best.write_bytes(b"an earlier run's best epoch")  # its latest checkpoint was deleted, say
+    settings = {"epochs": 1, "limit": 200, "val_split": 0.25, "checkpoint": str(ckpt), "keep_best": True}
+    with pytest.raises(OutputError, match="--keep-best would replace .*run.best.safetensors, an earlier run's best"):
+        trainer(models["sgd"], data, **settings)
+    assert best.read_bytes() == b"an earlier run's best epoch" and not ckpt.exists()
+    trainer(models["sgd"], data, overwrite=True, **settings).fit()  # --overwrite: replaced by this run's
+    assert load_checkpoint(str(best))[1]["epoch"] == 1

@@ -116,8 +116,8 @@ class RunConfig:
             self.check_earlier_run()
 
     def check_earlier_run(self) -> None:
-        """An existing checkpoint or metrics file is an earlier run's work: continued with
-        --resume, replaced only with --overwrite, never silently."""
+        """An existing checkpoint, metrics file or best checkpoint is an earlier run's work:
+        continued with --resume, replaced only with --overwrite, never silently."""
         if self.checkpoint and not (self.resume or self.overwrite) and os.path.isfile(self.checkpoint):
             raise OutputError(
                 f"--checkpoint {self.checkpoint} already holds a run",
@@ -129,7 +129,13 @@ class RunConfig:
         if metrics and not (resuming or self.overwrite) and os.path.isfile(metrics) and os.path.getsize(metrics):
             raise OutputError(
                 f"--metrics-out {metrics} already holds a run's rows",
-                hint="--resume (with that run's --checkpoint) to continue it, --overwrite to start over, or another path",
+                hint=EARLIER_RUN_HINT,
+            )
+        best = best_path(self.checkpoint) if self.keep_best and self.checkpoint else None
+        if best and not (resuming or self.overwrite) and os.path.isfile(best):  # an earlier run's best epoch
+            raise OutputError(
+                f"--keep-best would replace {best}, an earlier run's best checkpoint",
+                hint=EARLIER_RUN_HINT,
             )
 
     def run_settings(self) -> dict[str, Any]:
@@ -137,6 +143,9 @@ class RunConfig:
         keys = ("batch_size", "lr", "schedule", "warmup", "gamma", "step_size", "seed", "limit", "shuffle", "epochs",
                 "val_split")
         return {k: getattr(self, k) for k in keys}
+
+
+EARLIER_RUN_HINT = "--resume (with that run's --checkpoint) to continue it, --overwrite to start over, or another path"
 
 
 class Reporter:
