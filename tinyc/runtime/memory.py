@@ -32,10 +32,9 @@ def entry_bytes(entry, batch: int) -> int:
     """The bytes one entry allocates at batch `batch`: its arena, its inputs and unplanned values."""
     graph, plan = entry.graph, entry.plan
     types = graph.types
-    bindings = {"B": batch}
 
     def nbytes(v: str) -> int:
-        return types[v].nbytes(bindings, default=batch)
+        return types[v].nbytes(default=batch)  # every symbol taken as the batch, as the plan's figures are
 
     arena = layout(plan, nbytes)[1] if plan is not None and plan.slots else 0
     placed = set(plan.slots) | set(plan.alias) | set(plan.inplace) if plan is not None else set()
