@@ -69,6 +69,15 @@ def test_an_earlier_runs_checkpoint_needs_resume_or_overwrite(work, tmp_path):
     assert_one_line_error(run(work, "--checkpoint", ckpt, "--resume", "--overwrite"), "contradict")
 
 
+def test_an_existing_file_that_is_no_checkpoint_is_named_as_such(work, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    result = run(work, "--checkpoint", notes)
+    assert_one_line_error(result, f"--checkpoint {notes} exists and is not a tinyc checkpoint")
+    assert "--overwrite" in result.stderr and "--resume" not in result.stderr
+    assert notes.read_text() == "my notes\n"
+
+
 def test_a_second_run_on_a_checkpoint_is_refused(work, tmp_path):
     ckpt = tmp_path / "c.safetensors"
     with hold_lock(ckpt):  # a run in progress

@@ -62,6 +62,19 @@ def save_checkpoint(path: str, tensors: Mapping[str, np.ndarray], meta: Mapping[
     atomic_write(path, encode_checkpoint(tensors, meta))
 
 
+def is_checkpoint(path: str) -> bool:
+    """Whether `path` holds a tinyc checkpoint by its header (its tensors are not read)."""
+    try:
+        with open(path, "rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            if header_len > _MAX_HEADER:
+                return False
+            metadata = json.loads(f.read(header_len)).get("__metadata__") or {}
+        return isinstance(metadata, dict) and metadata.get("format") == FORMAT
+    except (OSError, ValueError, AttributeError, struct.error):
+        return False
+
+
 def decode_checkpoint(data: bytes, source: str = "checkpoint") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(tensors, meta) from safetensors bytes; CheckpointError if damaged or foreign."""
     from safetensors.numpy import load

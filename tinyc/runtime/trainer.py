@@ -26,7 +26,7 @@ from ..ir.errors import CheckpointError, DataError, NumericsError, OutputError, 
 from ..ir.fileio import check_outputs, hold_lock, remove_stale_temps
 from ..ir.program import LOSS_OUTPUT, PREDICT_ENTRY, TRAIN_ENTRY, Program
 from ..ir.train import EVAL_BATCH, STORED_DEFAULTS, TRAIN_DEFAULTS, train_defaults_problem
-from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from .checkpoint import check_compatible, is_checkpoint, load_checkpoint, save_checkpoint
 from .datasets import bind, epoch_order
 from .evaluation import (  # noqa: F401 (accuracy_on, eval_data, logits_output: also imported from here)
     EvalResult,
@@ -119,6 +119,9 @@ class RunConfig:
         """An existing checkpoint, metrics file or best checkpoint is an earlier run's work:
         continued with --resume, replaced only with --overwrite, never silently."""
         if self.checkpoint and not (self.resume or self.overwrite) and os.path.isfile(self.checkpoint):
+            if not is_checkpoint(self.checkpoint):  # a file of something else: nothing to resume
+                raise OutputError(f"--checkpoint {self.checkpoint} exists and is not a tinyc checkpoint",
+                                  hint="--overwrite to replace it, or another path")
             raise OutputError(
                 f"--checkpoint {self.checkpoint} already holds a run",
                 hint="--resume to continue it, --overwrite to start over, or another path",
