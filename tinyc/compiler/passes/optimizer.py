@@ -74,7 +74,7 @@ def _adam(b: Builder, p: Tensor, g: Tensor, param: Param, lr: Tensor, spec: Mapp
 
 # optimizer kind -> rule(builder, param, grad, Param, lr, spec, updates, step t) adding the param's updates
 RULES: dict[str, Callable] = {"sgd": _sgd, "adam": _adam, "adamw": _adam}
-STEP_COUNTED = ("adam", "adamw")  # the kinds whose rule needs the step count t
+STEP_COUNTED = tuple(kind for kind, rule in RULES.items() if rule is _adam)  # rules that need the step count t
 
 
 @register_pass("optimizer")
@@ -90,7 +90,7 @@ def optimizer(graph: Graph) -> Graph:
     b = Builder.from_graph(graph)
     if LR_INPUT in b.types:
         raise IRError(f"optimizer: the graph already has a value named {LR_INPUT!r}",
-                      hint="rename the input: 'lr' is the learning rate the optimizer adds")
+                      hint=f"rename the input: {LR_INPUT!r} is the learning rate the optimizer adds")
     lr = b.input(LR_INPUT, (), "f32")
     ups: dict[str, Tensor] = {}
     t = None
