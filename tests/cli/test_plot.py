@@ -132,6 +132,16 @@ def test_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch):
     assert error_lines(result) == ["error: tinyc plot needs matplotlib", 'hint: pip install "tinyc[plot]"']
 
 
+def test_run_plot_without_matplotlib_fails_before_training(work, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    metrics, ckpt = tmp_path / "m.jsonl", tmp_path / "c.safetensors"
+    result = invoke("run", work / "mlp.ir", "--data", f"idx:{work / 'data'}", "--limit", 96, "--metrics-out", metrics,
+                    "--checkpoint", ckpt, "--plot", tmp_path / "c.png")
+    assert result.exit_code == 2 and "epoch 1" not in result.output
+    assert error_lines(result) == ["error: tinyc plot needs matplotlib", 'hint: pip install "tinyc[plot]"']
+    assert not metrics.exists() and not ckpt.exists()
+
+
 def test_smoothing_is_debiased_and_follows_the_data():
     assert smooth([4.0, 4.0, 4.0]) == pytest.approx([4.0, 4.0, 4.0])  # a constant stays put (no pull to 0)
     s = smooth([1.0] * 10 + [0.0] * 200)

@@ -116,13 +116,20 @@ def write_plot(runs: Mapping[str, Sequence[Mapping[str, Any]]], output: Path) ->
     atomic_write(output, buffer.getvalue())
 
 
-def draw(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> Any:
-    """The figure of the runs: three panels (loss, accuracy, learning rate), one colour per run."""
+def matplotlib_or_fail() -> Any:
+    """matplotlib with its file-only backend, or the one-line error that says how to install it
+    (`tinyc run --plot` asks before training, not after its first epoch)."""
     try:
         import matplotlib
     except ImportError:
         raise TinycError("tinyc plot needs matplotlib", hint='pip install "tinyc[plot]"') from None
     matplotlib.use("Agg")  # files only: no display, no GUI toolkit
+    return matplotlib
+
+
+def draw(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> Any:
+    """The figure of the runs: three panels (loss, accuracy, learning rate), one colour per run."""
+    matplotlib = matplotlib_or_fail()
     from matplotlib.figure import Figure  # not pyplot: no global figure registry to close or leak
 
     fig = Figure(figsize=SIZE_IN, dpi=DPI)

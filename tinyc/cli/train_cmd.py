@@ -18,7 +18,7 @@ from ..ir.train import EVAL_BATCH, SCHEDULES
 from .errors import INTERRUPTED, DebugOption, EntryOption, fail, handles_errors, opt
 from .launch import abort, join, relaunch
 from .output import echo, table
-from .plot_cmd import PlotEachEpoch, check_plot_path
+from .plot_cmd import PlotEachEpoch, check_plot_path, matplotlib_or_fail
 from .progress import make_reporter
 from .session import load_or_compile
 from .views import param_count
@@ -122,6 +122,7 @@ def run(
         if is_stream(metrics_out):  # it is read back after each epoch
             raise fail(f"--plot draws from the metrics file, and --metrics-out {metrics_out} is a device or pipe",
                        hint="give --metrics-out a regular file")
+        matplotlib_or_fail()  # now, not after the first epoch
     if procs is not None and procs > 1:
         relaunch(procs)
     comm, local_ranks = join()
