@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 from typing import Any, NoReturn
 
 from ..ir.errors import TinycError
@@ -23,6 +24,7 @@ from .errors import set_rank
 
 MIN_MAX_PROCS = 8  # --procs may oversubscribe a small machine this far (tests run 2 ranks on 1 core)
 ABORT_GRACE_S = 5.0  # after this long in MPI_Abort the process ends itself
+FORWARD_S = 0.5  # before MPI_Abort: time for the launcher to forward this rank's last lines
 
 
 def find_mpiexec() -> str:
@@ -87,6 +89,9 @@ def abort(comm: Any, code: int) -> NoReturn:
             stream.flush()
         except (OSError, ValueError):
             pass
+    # MPICH's mpiexec forwards a rank's output from a pipe and tears the job down on an abort:
+    # without a pause, the error line just flushed was lost in about 1 run in 6 (seen here)
+    time.sleep(FORWARD_S)
     timer = threading.Timer(ABORT_GRACE_S, os._exit, (code,))
     timer.daemon = True
     timer.start()
