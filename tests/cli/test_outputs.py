@@ -151,3 +151,31 @@ def test_metrics_into_dev_null_dev_full_and_a_fifo(work, tmp_path):
     want = untimed(tmp_path / "m.jsonl")
     assert untimed(tmp_path / "from_fifo.jsonl") == want and len(want) >= 3
     assert fifo.is_fifo()
+
+
+def test_output_onto_stdout_is_written_into_whatever_stdout_is(work, tmp_path):
+    """`-o /dev/stdout` (a link to `pipe:[...]`, which has no folder to write a temporary file in)
+    writes into the pipe; onto `>> log` it appends, never replacing or truncating the log; the
+    `wrote ...` line goes to stderr, so the file's bytes are alone on stdout."""
+    import subprocess
+    import sys
+
+    tinyc = [sys.executable, "-m", "tinyc"]
+    for argv, suffix in ((["compile", work / "mlp.py"], ".ir"), (["plot", tmp_path / "m.jsonl"], ".png")):
+        if suffix == ".png":
+            pytest.importorskip("matplotlib")
+            assert invoke("run", work / "mlp.ir", "--data", f"idx:{work / 'data'}", "--metrics-out",
+                          tmp_path / "m.jsonl").exit_code == 0
+        want = tmp_path / f"want{suffix}"
+        assert invoke(*argv, "-o", want).exit_code == 0
+        piped = subprocess.run([*tinyc, *map(str, argv), "-o", "/dev/stdout"], capture_output=True, timeout=120)
+        assert piped.returncode == 0, piped.stderr
+        assert piped.stdout == want.read_bytes()
+        assert piped.stderr.decode().startswith("wrote /dev/stdout: ")
+    log = tmp_path / "log"
+    log.write_bytes(b"earlier lines\n")
+    with open(log, "ab") as out:
+        done = subprocess.run([*tinyc, "compile", str(work / "mlp.py"), "-o", "/dev/stdout"], stdout=out,
+                              stderr=subprocess.PIPE, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert log.read_bytes() == b"earlier lines\n" + (work / "mlp.ir").read_bytes()

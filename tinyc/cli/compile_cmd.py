@@ -9,7 +9,7 @@ import typer
 
 from ..ir.fileio import atomic_write, check_output_folder, check_outputs
 from .errors import DebugOption, EntryOption, fail, handles_errors
-from .output import echo, human_bytes, table
+from .output import echo, human_bytes, table, wrote
 from .session import Compiled, compile_model
 from .views import param_count, planned_peak
 
@@ -48,7 +48,7 @@ def compile(
     from ..ir import codec
 
     codec.save_program(compiled.program, str(out))
-    echo(summary_line(compiled, out))
+    wrote(out, summary_line(compiled, out))
 
 
 def summary_line(compiled: Compiled, out: Path) -> str:

@@ -13,7 +13,7 @@ from ..ir.fileio import atomic_write, check_outputs
 from ..ir.program import PREDICT_ENTRY
 from ..ir.types import format_shape
 from .errors import DebugOption, EntryOption, handles_errors, opt
-from .output import echo, human_bytes
+from .output import human_bytes, wrote
 from .session import load_or_compile
 from .train_cmd import ProgramArgument, WeightsOption
 
@@ -44,7 +44,7 @@ def export(
     name = program.meta.get("model") or model.stem
     if format is Format.safetensors:
         executor.save_weights(str(output))
-        echo(f"wrote {output}: {len(executor.weight_names)} weight tensors of {name} "
+        wrote(output, f"wrote {output}: {len(executor.weight_names)} weight tensors of {name} "
              f"({human_bytes(output.stat().st_size)})")
         return
     from ..export.onnx_model import OPSET, encode_onnx
@@ -54,7 +54,7 @@ def export(
     atomic_write(output, data)
     ins = ", ".join(f"{i.name} {_raw_type(i)}" for i in graph.inputs)
     outs = ", ".join(f"{n} {graph.types[v]}" for n, v in graph.outputs)
-    echo(f"wrote {output}: the predict entry of {name} as ONNX (opset {OPSET}), {ins} -> {outs} "
+    wrote(output, f"wrote {output}: the predict entry of {name} as ONNX (opset {OPSET}), {ins} -> {outs} "
          f"({human_bytes(len(data))})")
 
 

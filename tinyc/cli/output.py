@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Sequence
 
@@ -17,6 +18,21 @@ def is_terminal() -> bool:
 def echo(text: str = "") -> None:
     """Print text as is (never as rich markup: IR text is full of `[B,28]`)."""
     typer.echo(text)
+
+
+def wrote(path: object, text: str) -> None:
+    """The `wrote X: ...` line of a command that wrote file X: on stderr when X is this process's
+    stdout (`-o /dev/stdout | ...`), so that the file's bytes are alone on it."""
+    typer.echo(text, err=_is_stdout(path))
+
+
+def _is_stdout(path: object) -> bool:
+    import os
+
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # no real stdout (a test runner)
+        return False
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: str = "",

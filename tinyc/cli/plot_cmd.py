@@ -23,7 +23,7 @@ from ..ir.errors import DataError, TinycError
 from ..runtime.metrics import read_rows
 from ..runtime.trainer import Reporter
 from .errors import DebugOption, fail, handles_errors
-from .output import echo
+from .output import wrote
 
 FORMATS = {".png": "png", ".svg": "svg"}
 SIZE_IN, DPI = (13.5, 4.0), 100  # 1350 x 400 pixels as PNG
@@ -51,13 +51,18 @@ def plot(
     for path in metrics:
         runs[_label(path, runs)] = load_run(path)
     write_plot(runs, output)
-    echo(f"wrote {output}: {len(runs)} run{'s' if len(runs) > 1 else ''}")
+    wrote(output, f"wrote {output}: {len(runs)} run{'s' if len(runs) > 1 else ''}")
 
 
-def check_plot_path(path: Path) -> None:
-    """A one-line error for a suffix we cannot write (before any training or loading)."""
-    if path.suffix.lower() not in FORMATS:
+def check_plot_path(path: Path) -> str:
+    """The plot's format by the path's suffix (PNG into a device or pipe without one, such as
+    /dev/stdout); a one-line error for a suffix we cannot write (before any training or loading)."""
+    from ..ir.fileio import is_stream
+
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS and not (not suffix and is_stream(path)):
         raise fail(f"{path}: the plot's format comes from its suffix: .png or .svg")
+    return FORMATS.get(suffix, "png")
 
 
 def load_run(path: Path) -> list[dict[str, Any]]:
@@ -104,13 +109,13 @@ def loss_curve(rows: Sequence[Mapping[str, Any]]) -> tuple[list[float], list[flo
 
 def write_plot(runs: Mapping[str, Sequence[Mapping[str, Any]]], output: Path) -> None:
     """Draw every run into one figure and write it atomically (PNG or SVG by suffix)."""
-    check_plot_path(output)
+    fmt = check_plot_path(output)
     from ..ir.fileio import atomic_write
 
     fig = draw(runs)
     try:
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=FORMATS[output.suffix.lower()], dpi=DPI)
+        fig.savefig(buffer, format=fmt, dpi=DPI)
     finally:
         fig.clear()
     atomic_write(output, buffer.getvalue())

@@ -19,6 +19,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -41,7 +42,7 @@ def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = 
         if mode is not None and _same_file(target, os.fspath(source)):
             raise OutputError(f"refusing to write {label}: it is the input {os.fspath(source)}",
                               hint="write the output to another path")
-    if mode is not None and _writes_into(mode):
+    if _writes_into(target, mode):
         if not os.access(target, os.W_OK):
             raise OutputError(f"cannot write {label}: permission denied")
         return
@@ -69,8 +70,8 @@ def check_outputs(outputs: Iterable[tuple[str, str | os.PathLike | None]],
             continue
         path = os.fspath(path)
         check_output(path, inputs, what)
-        mode = _mode(_target(path))
-        if mode is not None and _writes_into(mode):
+        target = _target(path)
+        if _writes_into(target, _mode(target)):
             continue  # /dev/null may take every output
         for other_what, other in seen:
             if _target(os.path.abspath(path)) == _target(os.path.abspath(other)) or _same_file(path, other):
@@ -102,8 +103,9 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     try:
         if mode is not None and stat.S_ISDIR(mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-        if mode is not None and _writes_into(mode):
-            with open(target, "wb") as f:
+        if _writes_into(target, mode):
+            # an open descriptor (/dev/stdout onto `>> log`) is appended to, never truncated
+            with open(target, "ab" if _names_descriptor(target) else "wb") as f:
                 f.write(data)
             return
         folder = os.path.dirname(os.path.abspath(target))
@@ -168,7 +170,7 @@ def hold_lock(path: str | os.PathLike, what: str = "") -> Iterator[None]:
     shown = os.fspath(path)
     target = _target(shown)
     mode = _mode(target)
-    if mode is not None and _writes_into(mode):  # a device or pipe is never replaced: nothing to guard
+    if _writes_into(target, mode):  # a device or pipe is never replaced: nothing to guard
         yield
         return
     lock = os.path.join(os.path.dirname(os.path.abspath(target)), f".{os.path.basename(target)}.lock")
@@ -191,8 +193,8 @@ def hold_lock(path: str | os.PathLike, what: str = "") -> Iterator[None]:
 def is_stream(path: str | os.PathLike) -> bool:
     """Whether writing `path` writes into a character device or FIFO (`/dev/null`, `>(cmd)`),
     through a symlink or not: it is opened once and written, never replaced or synced."""
-    mode = _mode(_target(os.fspath(path)))
-    return mode is not None and _writes_into(mode)
+    target = _target(os.fspath(path))
+    return _writes_into(target, _mode(target))
 
 
 def _label(what: str, path: str) -> str:
@@ -201,8 +203,27 @@ def _label(what: str, path: str) -> str:
 
 
 def _target(path: str) -> str:
-    """The file a write to `path` lands in: a symlink's final target, else `path` itself."""
+    """The file a write to `path` lands in: a symlink's final target, else `path` itself; an open
+    descriptor's name (/dev/stdout, /dev/fd/N) is kept, since its target may be `pipe:[...]`."""
+    if _names_descriptor(path):
+        return path
     return os.path.realpath(path) if os.path.islink(path) else path
+
+
+def _names_descriptor(path: str) -> bool:
+    """Whether `path` names an open file descriptor of this process (/dev/stdout, /dev/fd/1,
+    /proc/self/fd/1), through symlinks or not."""
+    p = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own limit on a chain of links
+        if _DESCRIPTOR.match(p):
+            return True
+        if not os.path.islink(p):
+            return False
+        p = os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p)))
+    return False
+
+
+_DESCRIPTOR = re.compile(r"^/(dev|proc/self|proc/\d+)/fd/\d+$")
 
 
 def _mode(path: str) -> int | None:
@@ -212,9 +233,10 @@ def _mode(path: str) -> int | None:
         return None
 
 
-def _writes_into(mode: int) -> bool:
-    """A character device or FIFO is written into, never replaced by a regular file."""
-    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+def _writes_into(target: str, mode: int | None) -> bool:
+    """A character device, a FIFO or an open descriptor is written into, never replaced by a
+    regular file."""
+    return _names_descriptor(target) or (mode is not None and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)))
 
 
 def _same_file(a: str, b: str) -> bool:
