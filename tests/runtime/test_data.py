@@ -465,3 +465,32 @@ def test_a_cache_that_cannot_be_written_is_refused_before_the_download(tmp_path,
         load_dataset("mnist", data_dir=str(tmp_path / "none"), cache_dir=str(folder))
     assert str(folder) in err.value.message and "\n" not in err.value.message
     assert (tmp_path / "file").read_text() == "not a folder"
+
+
+def test_a_folder_that_cannot_be_read_says_so(tmp_path):
+    """Not 'missing IDX files': the files may be there, this user cannot list them. Run as another
+    process with no right to override file permissions (root keeps none under setpriv)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.runtime.test_trainer import write_synthetic_idx
+
+    locked = write_synthetic_idx(tmp_path / "locked", n_train=8, n_test=4)
+    prefix = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("root without setpriv: file permissions cannot be enforced here")
+        prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search",
+                  "--inh-caps=-dac_override,-dac_read_search", "--"]
+        if subprocess.run([*prefix, "true"], capture_output=True, timeout=60).returncode != 0:
+            pytest.skip("root that may not drop its capabilities: file permissions cannot be enforced here")
+    locked.chmod(0)
+    try:
+        proc = subprocess.run([*prefix, sys.executable, "-m", "tinyc", "data", f"idx:{locked}"],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        locked.chmod(0o755)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [f"error: {locked}: cannot read the folder (Permission denied)"]

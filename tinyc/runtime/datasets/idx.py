@@ -125,5 +125,9 @@ def read_idx_folder(folder: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     present = idx_files_present(folder)
     missing = [n for n, p in present.items() if p is None]
     if missing:
+        try:  # a folder this user may not read hides its files: say that, not that they are missing
+            os.listdir(folder)
+        except OSError as e:
+            raise DataError(f"{folder}: cannot read the folder ({e.strerror})") from None
         raise DataError(f"{folder}: missing IDX file(s) {', '.join(n + '[.gz]' for n in missing)}")
     return {split: read_idx_split(present[img], present[lab]) for split, (img, lab) in IDX_FILES.items()}
