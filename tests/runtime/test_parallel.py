@@ -1,21 +1,24 @@
 """Row blocks and the pool (tinyc/runtime/parallel.py): blocks compute what the whole kernel
 computes, cuts depend on shapes only, training gives the same bits at every thread count and
-run to run, and a worker that never runs cannot stall a step."""
+run to run, a worker that never runs cannot stall a step, and on the examples the planned
+executor (row blocks over the memory plan's reused buffers) matches the reference executor."""
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import tinyc as tc
-from tinyc.compiler.driver import compile_graph
+from tinyc.compiler.driver import compile_graph, trace_model_file
 from tinyc.ir.builder import new_graph
 from tinyc.ir.train import optimizer_spec
 from tinyc.runtime import Executor, parallel
 from tinyc.runtime.kernels import ALONG_AXIS, KERNELS, PRODUCTS, ROWWISE, WEIGHT_GRADS
 from tinyc.runtime.parallel import Pool, split, split_plan
+from tinyc.runtime.reference import run_graph
 
 B, T, D, N = 64, 16, 256, 128  # [B, T, D] f32 is cut into 2 to 4 blocks
 RNG = np.random.default_rng(0)
@@ -172,7 +175,9 @@ def _assert_same_bits(a, b):
         np.testing.assert_array_equal(a[1][name], b[1][name], err_msg=name)
 
 
-def test_training_is_bit_identical_run_to_run_and_across_thread_counts(program, monkeypatch):
+@pytest.fixture
+def splits(monkeypatch):
+    """Whether each instruction built from now on is cut into row blocks (True) or stays whole."""
     made = []
     real = parallel.split
 
@@ -182,13 +187,19 @@ def test_training_is_bit_identical_run_to_run_and_across_thread_counts(program, 
         return blocks
 
     monkeypatch.setattr(parallel, "split", counting)
+    return made
+
+
+def test_training_is_bit_identical_run_to_run_and_across_thread_counts(program, splits):
     one = _train(program, 1)
-    assert sum(made) >= 6, "the step has too few split instructions for this test to mean anything"
-    _assert_same_bits(one, _train(program, 1))  # run to run at one thread
+    assert sum(splits) >= 6, "the step has too few split instructions for this test to mean anything"
+    _assert_same_bits(one, _train(program, 1))  # run to run at each thread count
     two = _train(program, 2)
-    _assert_same_bits(two, _train(program, 2))  # run to run at two threads
+    _assert_same_bits(two, _train(program, 2))
+    three = _train(program, 3)
+    _assert_same_bits(three, _train(program, 3))
     _assert_same_bits(one, two)  # and across thread counts: the cuts do not depend on them
-    _assert_same_bits(one, _train(program, 3))
+    _assert_same_bits(one, three)
 
 
 def test_blocks_train_as_the_whole_kernels_do(monkeypatch):
@@ -199,3 +210,38 @@ def test_blocks_train_as_the_whole_kernels_do(monkeypatch):
     np.testing.assert_allclose(blocked[0], whole[0], rtol=1e-5)
     for name in whole[1]:
         np.testing.assert_allclose(blocked[1][name], whole[1][name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+# ------------------------------------------------------------------ the examples: planned executor vs reference
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture(scope="module", params=["mlp_mnist", "seed_transformer", "vit_mnist"])
+def example(request):
+    graph, _ = trace_model_file(str(EXAMPLES / f"{request.param}.py"))
+    return request.param, compile_graph(graph)[0]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_the_planned_executor_matches_the_reference_on_the_examples(example, threads, splits):
+    """Row blocks on top of the memory plan's buffer reuse and in-place updates: two training steps
+    of each example at batch 64 give what the reference executor (no reuse, whole kernels) gives."""
+    name, program = example
+    graph = program.entries["train_step"].graph
+    rng = np.random.default_rng(7)
+    ex = Executor(program, seed=0, threads=threads)
+    for step in range(2):  # the second step runs on the buffers and parameters the first left
+        feeds = {"image": rng.integers(0, 256, (64, 28, 28)).astype(np.uint8), "label": rng.integers(0, 10, 64)}
+        want = run_graph(graph, {**feeds, "lr": np.float32(1e-3), "batch_share": np.float32(1)}, ex.state_dict())
+        got = ex.train_step(feeds, lr=1e-3)
+        np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-5)
+        state = ex.state_dict()
+        for p in state:
+            # Adam turns a gradient of rounding noise into a step of ~lr: compare a parameter where
+            # its gradient is above that noise (its moments, the gradients, are compared everywhere)
+            keep = np.sqrt(want[f"{p}.v"]) > 1e-7 if f"{p}.v" in want else np.ones(want[p].shape, bool)
+            scale = np.abs(want[p]).max() or 1.0
+            np.testing.assert_allclose(state[p][keep], want[p][keep], rtol=1e-4, atol=1e-5 * scale,
+                                       err_msg=f"{name} step {step}: {p}")
+    assert sum(splits) >= {"mlp_mnist": 1, "seed_transformer": 20, "vit_mnist": 40}[name]
