@@ -131,3 +131,28 @@ def test_an_earlier_runs_rows_need_resume_or_overwrite(models, data, tmp_path): 
     assert out.read_text() == '{"kind": "epoch", "epoch": 7}\n'
     trainer(models["sgd"], data, epochs=1, limit=64, metrics_out=str(out), overwrite=True).fit()
     assert [r["epoch"] for r in rows(out) if r["kind"] == "epoch"] == [1]
+
+
+def test_a_run_interrupted_in_its_first_epoch_is_resumed(models, data, tmp_path):  # noqa: F811
+    # Ctrl-C before the first checkpoint: the rows written so far are of an epoch no checkpoint
+    # holds, and `--resume` of that run's checkpoint continues it (it was refused as another run's rows)
+    settings = {"limit": 96, "log_every": 1, "epochs": 2}
+    ref = tmp_path / "ref.jsonl"
+    trainer(models["sgd"], data, metrics_out=str(ref), **settings).fit()
+
+    out, ckpt = tmp_path / "m.jsonl", tmp_path / "c.safetensors"
+    t = trainer(models["sgd"], data, metrics_out=str(out), checkpoint=str(ckpt), **settings)
+    real_step, calls = t.executor.train_step, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    t.executor.train_step = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        t.fit()
+    assert not ckpt.exists() and [r["step"] for r in rows(out)] == [1, 2]  # the rows before the interrupt
+    trainer(models["sgd"], data, metrics_out=str(out), checkpoint=str(ckpt), resume=True, **settings).fit()
+    assert untimed(out) == untimed(ref)

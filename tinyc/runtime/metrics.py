@@ -150,6 +150,13 @@ def read_rows(path: str) -> list[dict[str, Any]]:
     return rows
 
 
+def only_first_epoch_steps(path: str) -> bool:
+    """Whether the file holds step rows of epoch 1 and nothing else: the rows of a run that ended
+    (Ctrl-C, an error, a kill after a flush) before its first checkpoint, which a resume drops."""
+    rows = read_rows(path)
+    return bool(rows) and all(r["kind"] == "step" and r.get("epoch") == 1 for r in rows)
+
+
 def _epoch_line(record: Mapping[str, Any]) -> str:
     return json.dumps({"kind": "epoch", **{k: _plain(v) for k, v in record.items() if k != "kind"}}, sort_keys=True)
 

@@ -41,7 +41,7 @@ from .evaluation import (  # noqa: F401 (accuracy_on, eval_data, logits_output: 
 )
 from .executor import Executor
 from .memory import check_memory, run_memory
-from .metrics import MetricsLog, default_log_every
+from .metrics import MetricsLog, default_log_every, only_first_epoch_steps
 from .ranks import World, on_every_rank, program_digest
 from .schedules import lr_at
 from .validation import best_path, best_so_far, holdout
@@ -126,10 +126,12 @@ class RunConfig:
                 f"--checkpoint {self.checkpoint} already holds a run",
                 hint="--resume to continue it, --overwrite to start over, or another path",
             )
-        # the rows of an earlier run are kept unless a resume continues them (its checkpoint exists)
+        # the rows of an earlier run are kept unless a resume continues them (its checkpoint exists,
+        # or the rows are only of a first epoch that ended before its checkpoint: a resume drops those)
         resuming = self.resume and bool(self.checkpoint) and os.path.isfile(self.checkpoint)
         metrics = self.metrics_out
-        if metrics and not (resuming or self.overwrite) and os.path.isfile(metrics) and os.path.getsize(metrics):
+        if (metrics and not (resuming or self.overwrite) and os.path.isfile(metrics) and os.path.getsize(metrics)
+                and not (self.resume and self.checkpoint and only_first_epoch_steps(metrics))):
             raise OutputError(
                 f"--metrics-out {metrics} already holds a run's rows",
                 hint=EARLIER_RUN_HINT,
