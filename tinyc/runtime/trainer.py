@@ -397,8 +397,8 @@ class Trainer:
         self.state.history.append(record)
         if self.metrics is not None:  # before the checkpoint: a resume then never misses this epoch's rows
             self.metrics.epoch(record, sync=bool(cfg.checkpoint))
-        if cfg.keep_best and improved and self.world.root:  # before the latest: a resume that redoes
-            self.save(best_path(cfg.checkpoint))              # this epoch then finds it no better, and skips it
+        if cfg.keep_best and improved and self.world.root:  # before the latest: once the latest holds this
+            self.save(best_path(cfg.checkpoint))              # epoch, so does the best (a resume that redoes it saves it again)
         if cfg.checkpoint and self.world.root:
             self.save(cfg.checkpoint)
         self.reporter.end_epoch(record)
