@@ -15,6 +15,7 @@ from tests.runtime.test_images import png_header
 from tests.runtime.test_trainer import write_model, write_synthetic_idx
 from tinyc.compiler.driver import compile_file
 from tinyc.ir.codec import save_program
+from tinyc.ir.numfmt import human_bytes
 from tinyc.runtime.executor import Executor
 
 Image = pytest.importorskip("PIL.Image")
@@ -217,3 +218,13 @@ def test_an_rgb_input_reads_colour_files_and_grey_ones_in_every_channel(tmp_path
     arrays = _json(invoke(*args, tmp_path / "arrays.npy"))
     assert [r["logits"] for r in files] == [r["logits"] for r in arrays]
     assert files[0]["logits"] != files[1]["logits"]
+
+
+def test_export_into_a_device_claims_no_size_it_cannot_know(work, tmp_path):
+    # a device's or pipe's st_size is 0 (onto `>> log`: the whole log's), not what was written into it
+    result = invoke("export", work / "mlp.ir", "--weights", work / "w.safetensors", "-o", "/dev/null")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == "wrote /dev/null: 4 weight tensors of mlp.py"
+    result = invoke("export", work / "mlp.ir", "--weights", work / "w.safetensors", "-o", tmp_path / "w.safetensors")
+    size = (tmp_path / "w.safetensors").stat().st_size
+    assert result.exit_code == 0 and result.stdout.strip().endswith(f"({human_bytes(size)})"), result.stdout

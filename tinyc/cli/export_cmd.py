@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ..ir.fileio import atomic_write, check_outputs
+from ..ir.fileio import atomic_write, check_outputs, is_stream
 from ..ir.program import PREDICT_ENTRY
 from ..ir.types import format_shape
 from .errors import DebugOption, EntryOption, handles_errors, opt
@@ -44,8 +44,9 @@ def export(
     name = program.meta.get("model") or model.stem
     if format is Format.safetensors:
         executor.save_weights(str(output))
-        wrote(output, f"wrote {output}: {len(executor.weight_names)} weight tensors of {name} "
-             f"({human_bytes(output.stat().st_size)})")
+        # a device or pipe's size says nothing of what went into it (0 B; onto `>> log`, the whole log)
+        size = "" if is_stream(output) else f" ({human_bytes(output.stat().st_size)})"
+        wrote(output, f"wrote {output}: {len(executor.weight_names)} weight tensors of {name}{size}")
         return
     from ..export.onnx_model import OPSET, encode_onnx
 
