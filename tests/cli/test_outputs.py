@@ -128,6 +128,27 @@ def test_run_never_overwrites_its_data_set(work, tmp_path, flag):
     assert labels.read_bytes() == original
 
 
+def test_keep_best_never_overwrites_the_model_or_the_data_set(work, tmp_path):
+    """--keep-best writes X.best.EXT beside --checkpoint X.EXT: an output like the others, which
+    --overwrite lets replace an earlier run's file but never an input."""
+    import numpy as np
+
+    model = tmp_path / "m.best.ir"
+    model.write_bytes((work / "mlp.ir").read_bytes())
+    result = invoke("run", model, "--data", f"idx:{work / 'data'}", "--checkpoint", tmp_path / "m.ir",
+                    "--val-split", "0.25", "--keep-best", "--overwrite")
+    assert_one_line_error(result, f"refusing to write --keep-best {model}: it is the input")
+    assert model.read_bytes() == (work / "mlp.ir").read_bytes()
+    npz = tmp_path / "set.best.npz"
+    np.savez(npz, train_image=np.zeros((8, 28, 28), np.uint8), train_label=np.zeros(8, np.int64),
+             test_image=np.zeros((2, 28, 28), np.uint8), test_label=np.zeros(2, np.int64))
+    before = npz.read_bytes()
+    result = invoke("run", work / "mlp.ir", "--data", f"npz:{npz}", "--checkpoint", tmp_path / "set.npz",
+                    "--val-split", "0.25", "--keep-best", "--overwrite")
+    assert_one_line_error(result, f"refusing to write --keep-best {npz}: it is the input")
+    assert npz.read_bytes() == before and not (tmp_path / "set.npz").exists()
+
+
 def test_metrics_into_dev_null_dev_full_and_a_fifo(work, tmp_path):
     """The metrics file may be a device or a FIFO: /dev/null takes the rows (never synced), a
     full device is one line naming it, and a FIFO's reader sees one stream holding every row."""

@@ -114,6 +114,7 @@ def run(
     from ..runtime.datasets.load import data_files
     from ..runtime.threads import resolve_threads
     from ..runtime.trainer import Reporter, RunConfig, Trainer
+    from ..runtime.validation import best_path
 
     if plot is not None:
         check_plot_path(plot)
@@ -130,8 +131,9 @@ def run(
     say = echo if root else _quiet
     threads = resolve_threads(threads, share=local_ranks)  # a bad $TINYC_NUM_THREADS is refused before any work
     if root:
-        check_outputs([("--checkpoint", checkpoint), ("--metrics-out", metrics_out), ("--plot", plot)],
-                      inputs=[model, *data_files(data, str(data_dir) if data_dir else None)])
+        best = best_path(str(checkpoint)) if keep_best and checkpoint else None  # X.best.EXT: an output too
+        check_outputs([("--checkpoint", checkpoint), ("--metrics-out", metrics_out), ("--plot", plot),
+                       ("--keep-best", best)], inputs=[model, *data_files(data, str(data_dir) if data_dir else None)])
     program = load_or_compile(model, entry).program
     config = RunConfig.from_program(
         program,
