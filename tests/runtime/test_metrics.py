@@ -156,3 +156,34 @@ def test_a_run_interrupted_in_its_first_epoch_is_resumed(models, data, tmp_path)
     assert not ckpt.exists() and [r["step"] for r in rows(out)] == [1, 2]  # the rows before the interrupt
     trainer(models["sgd"], data, metrics_out=str(out), checkpoint=str(ckpt), resume=True, **settings).fit()
     assert untimed(out) == untimed(ref)
+
+
+def test_a_resumed_run_writes_into_a_fifo_without_reading_it(models, data, tmp_path):  # noqa: F811
+    # a FIFO (`--metrics-out >(jq -c .)`) or a terminal has no earlier rows to keep: reading one
+    # waited for a writer that never came (the run itself), and the run hung before its first step
+    import threading
+
+    settings = {"limit": 96, "log_every": 1}
+    ref = tmp_path / "ref.jsonl"
+    trainer(models["sgd"], data, epochs=2, metrics_out=str(ref), **settings).fit()
+    ckpt = tmp_path / "c.safetensors"
+    trainer(models["sgd"], data, epochs=1, checkpoint=str(ckpt), **settings).fit()
+    fifo = tmp_path / "m.fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)  # jq's part
+    reader.start()
+    resumed = trainer(models["sgd"], data, epochs=2, metrics_out=str(fifo), checkpoint=str(ckpt), resume=True,
+                      **settings)
+    run = threading.Thread(target=resumed.fit, daemon=True)
+    run.start()
+    run.join(timeout=120)
+    hung = run.is_alive()
+    if hung:  # let both threads go: a writer's open and close ends every read of the FIFO
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert not hung, "the resumed run hung on its metrics FIFO"
+    reader.join(timeout=60)
+    (tmp_path / "got.jsonl").write_bytes(got[0])
+    # the epoch rows from the checkpoint's history, then the new epoch's rows as an unbroken run wrote them
+    want = [r for r in untimed(ref) if not (r["kind"] == "step" and r["epoch"] == 1)]
+    assert untimed(tmp_path / "got.jsonl") == want and len(want) >= 3

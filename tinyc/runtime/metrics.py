@@ -56,11 +56,12 @@ class MetricsLog:
         """Begin the file: the rows of the epochs in `history` (a resumed run's) are kept, others dropped.
 
         Epoch rows are rewritten from the history (it is what the checkpoint holds); step rows of
-        those epochs are kept from the file when it has them.
+        those epochs are kept from the file when it has them (a device or FIFO is never read back).
         """
         done = len(history)
+        stream = is_stream(self.path)  # never read: a FIFO or a terminal would wait for a writer
         kept: dict[int, list[str]] = {}
-        for row in read_rows(self.path) if done and os.path.exists(self.path) else []:
+        for row in read_rows(self.path) if done and not stream and os.path.exists(self.path) else []:
             if row.get("kind") == "step" and isinstance(row.get("epoch"), int) and row["epoch"] <= done:
                 kept.setdefault(row["epoch"], []).append(json.dumps(row, sort_keys=True))
         lines = []
@@ -68,7 +69,7 @@ class MetricsLog:
             lines += kept.get(epoch, [])
             lines.append(_epoch_line(record))
         text = "".join(line + "\n" for line in lines)
-        if is_stream(self.path):
+        if stream:
             with self._naming_the_path():
                 self.stream = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  (kept open for every row; close())
                 self.stream.write(text)
