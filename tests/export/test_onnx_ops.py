@@ -94,6 +94,10 @@ CASES = {
                                                          axis=-1, eps=1e-5),
     "layer_norm_gain_grad": lambda b, x, y, i: b.apply("layer_norm_gain_grad", [x, y], axis=-1, eps=1e-5),
     "layer_norm_gain_grad_axis1": lambda b, x, y, i: b.apply("layer_norm_gain_grad", [x, y], axis=1, eps=1e-5),
+    # of a vector (every axis is the normalized one): nothing to sum over
+    "layer_norm_gain_grad_rank1": lambda b, x, y, i: b.apply("layer_norm_gain_grad", [tc.sum(tc.sum(x, axis=2), axis=1),
+                                                                                       tc.sum(tc.sum(y, axis=2), axis=1)],
+                                                             axis=0, eps=1e-5),
     "matmul_t_sum": lambda b, x, y, i: b.apply("matmul_t_sum", [x, y], ta=True, tb=False),
     "matmul_t_sum_tb": lambda b, x, y, i: b.apply("matmul_t_sum", [x, y], ta=False, tb=True),
     **{f"softmax_cross_entropy_{r}": _cross_entropy(r, grad=False) for r in ("mean", "sum", "none")},

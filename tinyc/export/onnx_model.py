@@ -406,7 +406,10 @@ def _layer_norm_gain_grad(b, node, xs):
     axis = node.attrs["axis"] % t.rank
     xhat = _normalize(b, t, x, axis, node.attrs["eps"])[0]
     others = [k for k in range(t.rank) if k != axis]
-    return b.add("ReduceSum", [b.add("Mul", [gy, xhat]), b.ints(others)], keepdims=0)
+    product = b.add("Mul", [gy, xhat])
+    if not others:  # a vector: nothing to sum over (ReduceSum with no axes would sum over all of them)
+        return product
+    return b.add("ReduceSum", [product, b.ints(others)], keepdims=0)
 
 
 @rule("matmul_t_sum")
