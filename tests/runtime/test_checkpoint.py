@@ -121,3 +121,25 @@ def test_a_checkpoint_sealed_only_over_its_tensors_is_refused(tmp_path):
     path.write_bytes(data)
     with pytest.raises(CheckpointError, match="version 1 is not sealed whole"):
         ck.load_checkpoint(str(path))
+
+
+def test_is_checkpoint_reads_the_header_as_loading_does(tmp_path):
+    # `is_checkpoint` (does --checkpoint hold a run?) and loading judge a file by one reading of its header
+    from safetensors.numpy import save_file
+
+    good = tmp_path / "good.st"
+    ck.save_checkpoint(str(good), {"w": np.zeros(3)}, {"epoch": 1})
+    save_file({"w": np.zeros(3)}, str(tmp_path / "foreign.st"))  # safetensors without tinyc's metadata
+    (tmp_path / "text").write_text("hello, not a checkpoint at all")
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "cut.st").write_bytes(good.read_bytes()[:20])  # its header cut short
+    (tmp_path / "big.st").write_bytes((1 << 40).to_bytes(8, "little") + b"{}")  # a header length past the file
+    for name in ["good.st", "foreign.st", "text", "empty", "cut.st", "big.st"]:
+        path = str(tmp_path / name)
+        try:
+            ck.load_checkpoint(path)
+            loads = True
+        except CheckpointError:
+            loads = False
+        assert ck.is_checkpoint(path) == loads == (name == "good.st"), name
+    assert not ck.is_checkpoint(str(tmp_path)) and not ck.is_checkpoint(str(tmp_path / "none"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -66,31 +67,41 @@ def is_checkpoint(path: str) -> bool:
     """Whether `path` holds a tinyc checkpoint by its header (its tensors are not read)."""
     try:
         with open(path, "rb") as f:
-            (header_len,) = struct.unpack("<Q", f.read(8))
-            if header_len > _MAX_HEADER:
-                return False
-            metadata = json.loads(f.read(header_len)).get("__metadata__") or {}
-        return isinstance(metadata, dict) and metadata.get("format") == FORMAT
-    except (OSError, ValueError, AttributeError, struct.error):
+            head = f.read(8)
+            _metadata(head + f.read(_header_len(head, os.fstat(f.fileno()).st_size, path)), path)
+        return True
+    except (OSError, CheckpointError):
         return False
+
+
+def _header_len(head: bytes, size: int, source: str) -> int:
+    """The JSON header's length from a safetensors file's first 8 bytes (`size`: the file's)."""
+    if len(head) < 8:
+        raise CheckpointError(f"{source}: not a checkpoint (file is {len(head)} bytes)")
+    (header_len,) = struct.unpack("<Q", head[:8])
+    if header_len > min(_MAX_HEADER, size - 8):
+        raise CheckpointError(f"{source}: damaged or truncated checkpoint (bad header length)")
+    return header_len
+
+
+def _metadata(data: bytes, source: str) -> dict[str, Any]:
+    """The tinyc metadata in the header of safetensors bytes `data` (the header at least);
+    CheckpointError if damaged or foreign."""
+    try:
+        header = json.loads(data[8 : 8 + _header_len(data, len(data), source)])
+        metadata = header.get("__metadata__") or {}
+    except (ValueError, AttributeError):
+        raise CheckpointError(f"{source}: damaged checkpoint (header is not valid JSON)") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{source}: not a tinyc checkpoint (safetensors file without tinyc metadata)")
+    return metadata
 
 
 def decode_checkpoint(data: bytes, source: str = "checkpoint") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(tensors, meta) from safetensors bytes; CheckpointError if damaged or foreign."""
     from safetensors.numpy import load
 
-    if len(data) < 8:
-        raise CheckpointError(f"{source}: not a checkpoint (file is {len(data)} bytes)")
-    (header_len,) = struct.unpack("<Q", data[:8])
-    if header_len > min(_MAX_HEADER, len(data) - 8):
-        raise CheckpointError(f"{source}: damaged or truncated checkpoint (bad header length)")
-    try:
-        header = json.loads(data[8 : 8 + header_len])
-        metadata = header.get("__metadata__") or {}
-    except (ValueError, AttributeError):
-        raise CheckpointError(f"{source}: damaged checkpoint (header is not valid JSON)") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{source}: not a tinyc checkpoint (safetensors file without tinyc metadata)")
+    metadata = _metadata(data, source)
     version = str(metadata.get("version", ""))
     if not version.isdigit() or int(version) > VERSION:
         raise CheckpointError(f"{source}: checkpoint version {metadata.get('version')} is newer than this tinyc reads")
