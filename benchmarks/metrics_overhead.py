@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--model", choices=MODELS, default="mlp")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--examples", type=int, default=6400)
-    parser.add_argument("--threads", type=int, default=None, help="BLAS threads (default: as tinyc run)")
+    parser.add_argument("--threads", type=int, default=None, help="threads a step uses (its row blocks and BLAS; default: as tinyc run)")
     args = parser.parse_args()
     program = compile_file(str(EXAMPLES / MODELS[args.model]))[0]
     train = data(args.examples)
