@@ -6,7 +6,8 @@
   `--metrics-out`, ...), so the user's mistake costs no compile and no epoch.
 - `atomic_write(path, data)` writes a regular file atomically (temporary file, fsync, rename); a
   symlink is written through (its target is replaced atomically, the link kept); a character
-  device or FIFO (`/dev/null`, `>(cmd)`) is written into, as every Unix tool does, never replaced.
+  device or FIFO (`/dev/null`, `>(cmd)`) is written into, as every Unix tool does, never replaced;
+  an open descriptor's name (`/dev/stdout`, `/dev/fd/N`) is appended to, whatever it is open on.
 - A writer holds an advisory lock on its temporary file, so `remove_stale_temps` only deletes the
   temporaries of writers that died; `hold_lock(path)` keeps a second run off the same checkpoint.
 
@@ -96,7 +97,8 @@ def check_output_folder(path: str | os.PathLike, what: str = "") -> None:
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` so that a crash at any moment leaves the old file or the new one:
     a temporary file in the same folder, flushed and fsynced, then renamed over `path`. A symlink
-    is followed (the link stays); a character device or FIFO is written into directly."""
+    is followed (the link stays); a character device or FIFO is written into directly, and an
+    open descriptor's name (/dev/stdout) appended to, even where it is open on a regular file."""
     shown = os.fspath(path)
     target = _target(shown)
     mode = _mode(target)
@@ -191,8 +193,9 @@ def hold_lock(path: str | os.PathLike, what: str = "") -> Iterator[None]:
 
 
 def is_stream(path: str | os.PathLike) -> bool:
-    """Whether writing `path` writes into a character device or FIFO (`/dev/null`, `>(cmd)`),
-    through a symlink or not: it is opened once and written, never replaced or synced."""
+    """Whether writing `path` writes into a character device, a FIFO (`/dev/null`, `>(cmd)`) or
+    an open descriptor's name (/dev/stdout, even onto a regular file), through a symlink or not:
+    it is opened and written, never replaced, synced or read back."""
     target = _target(os.fspath(path))
     return _writes_into(target, _mode(target))
 
