@@ -228,3 +228,20 @@ def test_export_into_a_device_claims_no_size_it_cannot_know(work, tmp_path):
     result = invoke("export", work / "mlp.ir", "--weights", work / "w.safetensors", "-o", tmp_path / "w.safetensors")
     size = (tmp_path / "w.safetensors").stat().st_size
     assert result.exit_code == 0 and result.stdout.strip().endswith(f"({human_bytes(size)})"), result.stdout
+
+
+def test_an_npz_data_set_is_read_by_the_input_s_name_as_run_reads_it(work, tmp_path):
+    # its arrays are named by the user: the input's field is bound by name (as `tinyc run` binds
+    # it), and a missing one is one line naming the fields, not an internal KeyError
+    x = np.load(work / "raw.npy")  # a.png's pixels are x[0]
+    labels = np.array([3, 4], np.int64)
+    np.savez(tmp_path / "ok.npz", train_image=x, train_label=labels, test_image=x, test_label=labels)
+    got = _json(invoke("predict", work / "mlp.ir", "--weights", work / "w.safetensors", "--data",
+                       f"npz:{tmp_path / 'ok.npz'}", "--index", "0", "--json"))
+    png = _json(invoke("predict", work / "mlp.ir", "--weights", work / "w.safetensors", work / "a.png", "--json"))
+    assert got[0]["logits"] == png[0]["logits"] and got[0]["label"] == 3
+    np.savez(tmp_path / "other.npz", train_pixels=x, train_label=labels, test_pixels=x, test_label=labels)
+    result = invoke("predict", work / "mlp.ir", "--weights", work / "w.safetensors", "--data",
+                    f"npz:{tmp_path / 'other.npz'}")
+    assert one_line_error(result) == (f"error: program input 'image' has no field in data set "
+                                      f"npz:{tmp_path / 'other.npz'} (fields: pixels, label)")

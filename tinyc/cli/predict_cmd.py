@@ -64,7 +64,7 @@ def predict(
     executor = Executor(program)
     executor.load_weights(str(weights))
     if data is not None:
-        examples = _dataset_examples(data, data_dir, split, index)
+        examples = _dataset_examples(data, data_dir, split, index, inp.name)
     else:
         shape = inp.type.shape[1:]
         examples = [e for path, folder in _files(inputs) for e in _file_examples(path, shape, resize, grey, folder)]
@@ -133,16 +133,21 @@ def _file_examples(path: Path, shape: tuple, resize: bool, grey: bool, folder: P
     raise DataError(f"{path}: {what}", hint=hint)
 
 
-def _dataset_examples(name: str, data_dir: Path | None, split: str, index: str) -> list[Example]:
+def _dataset_examples(name: str, data_dir: Path | None, split: str, index: str, field: str) -> list[Example]:
+    """The chosen examples of the data set's field named as the program's input (as `tinyc run` binds it)."""
     if split not in ("train", "test"):
         raise DataError(f"--split must be train or test, got {split!r}")
     part = _load_data(name, data_dir)[split]
+    if field not in part:  # an npz's arrays are named by the user
+        raise DataError(f"program input {field!r} has no field in data set {name} (fields: {', '.join(part)})",
+                        hint="name the model's inputs after the data set's fields")
     chosen = _indices(index, len(part))
     if not chosen:
         raise DataError(f"--index {index}: not N or A:B within the {len(part):,} examples of {name} {split}")
     labels = part.get("label")
-    return [Example(f"{name} {split} #{i}", part["image"][i], None if labels is None else int(labels[i]),
-                    pixels=True) for i in chosen]
+    pixels = field in part.raw_rules  # raw integers the data set says are pixels (an npz's uint8 arrays)
+    return [Example(f"{name} {split} #{i}", part[field][i], None if labels is None else int(labels[i]),
+                    pixels=pixels) for i in chosen]
 
 
 def _indices(index: str, n: int) -> range:
