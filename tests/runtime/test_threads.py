@@ -40,7 +40,7 @@ def test_environment_beats_affinity_and_argument_beats_environment(cores):
     assert resolve_threads() == 6  # empty: unset
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", "2x"])
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", "2x", "\u00b2"])  # "²" is a digit to str.isdigit, not to int()
 def test_bad_environment_value_is_one_line(cores, value):
     cores.setenv(ENV_VAR, value)
     with pytest.raises(TinycError) as err:

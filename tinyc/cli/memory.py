@@ -41,7 +41,7 @@ def memory_report(entry: Entry, batch: int | None = None) -> dict[str, Any]:
         in_place = plan.inplace.get(v, "") or (f"%{plan.placed[v]}" if v in plan.placed else "")
         rows.append({"value": v, "op": n.op, "type": str(n.type), "bytes": 0 if in_place else n.type.nbytes(default=plan.batch),
                      "loc": n.loc, "note": n.note, "scope": n.scope, "saved_for_backward": saved, "in_place_of": in_place})
-    rows.sort(key=lambda r: (-r["bytes"], int(r["value"]) if r["value"].isdigit() else 0))
+    rows.sort(key=lambda r: (-r["bytes"], int(r["value"]) if r["value"].isdecimal() else 0))
     node = producers[plan.peak_at] if plan.peak_at else None
     return {
         "entry": entry.name,

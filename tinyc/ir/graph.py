@@ -147,7 +147,7 @@ class Graph:
 
     def next_id(self) -> int:
         """The smallest node number not used yet (for passes that add nodes)."""
-        return 1 + max((int(n.out) for n in self.nodes if n.out.isdigit()), default=-1)
+        return 1 + max((int(n.out) for n in self.nodes if n.out.isdecimal()), default=-1)
 
     def with_nodes(self, nodes, outputs=None, updates=None, **changes) -> Graph:
         """A copy with new nodes (and optionally renamed outputs/updates)."""

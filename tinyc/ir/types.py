@@ -161,5 +161,5 @@ def parse_type(text: str) -> TensorType:
     if not text.endswith("]") or "[" not in text:
         raise ShapeError(f"cannot parse type {text!r}: expected e.g. f32[B,16]")
     dtype, dims = text[:-1].split("[", 1)
-    shape = tuple(int(d) if d.strip().lstrip("-").isdigit() else d.strip() for d in dims.split(",") if d.strip())
+    shape = tuple(int(d) if d.strip().lstrip("-").isdecimal() else d.strip() for d in dims.split(",") if d.strip())
     return TensorType(dtype, shape)

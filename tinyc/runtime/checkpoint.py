@@ -103,7 +103,7 @@ def decode_checkpoint(data: bytes, source: str = "checkpoint") -> tuple[dict[str
 
     metadata = _metadata(data, source)
     version = str(metadata.get("version", ""))
-    if not version.isdigit() or int(version) > VERSION:
+    if not version.isdecimal() or int(version) > VERSION:
         raise CheckpointError(f"{source}: checkpoint version {metadata.get('version')} is newer than this tinyc reads")
     if int(version) < VERSION:
         raise CheckpointError(f"{source}: checkpoint version {version} is not sealed whole (its metadata could be "

@@ -35,7 +35,7 @@ def launched_size(environ: dict[str, str] | None = None) -> int | None:
     env = os.environ if environ is None else environ
     for var in WORLD_SIZE_VARS:
         value = env.get(var, "")
-        if value.isdigit():
+        if value.isdecimal():
             return int(value)
     return None if PMIX_RANK_VAR in env else 1
 

@@ -56,7 +56,7 @@ def resolve_threads(requested: int | None = None, share: int = 1) -> int:
         return _at_most_max(int(requested), "threads")
     text = os.environ.get(ENV_VAR, "").strip()
     if text:
-        if not (text.isdigit() and int(text) >= 1):
+        if not (text.isdecimal() and int(text) >= 1):
             raise TinycError(f"{ENV_VAR}={text!r} is not a whole number >= 1", hint=HINT)
         return _at_most_max(int(text), ENV_VAR)
     if not _is_count(share):
