@@ -20,6 +20,9 @@ def test_the_job_size_comes_from_any_launcher_s_variable():
     assert launched_size({"PMI_SIZE": "", "OMPI_COMM_WORLD_SIZE": "3"}) == 3
     assert launched_size({"PMI_SIZE": "two"}) == 1  # not a count: no job
     assert launched_size({"PMIX_RANK": "0"}) is None  # srun --mpi=pmix: MPI tells the size
+    # ... unless SLURM says the step's size: a one-task srun trains without mpi4py
+    assert launched_size({"PMIX_RANK": "0", "SLURM_STEP_NUM_TASKS": "1"}) == 1
+    assert launched_size({"PMIX_RANK": "3", "SLURM_STEP_NUM_TASKS": "4"}) == 4
     assert launched_size({"PMIX_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2"}) == 2  # Open MPI's mpirun says both
 
 

@@ -25,8 +25,10 @@ import numpy as np
 WORLD_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
-# A PMIx launcher (`srun --mpi=pmix`, Open MPI 5's `prterun`) gives a rank but no size: MPI tells it.
+# A PMIx launcher (`srun --mpi=pmix`, Open MPI 5's `prterun`) gives a rank but no size: MPI tells it,
+# unless SLURM says the size of the step it started (so a one-task srun needs no mpi4py).
 PMIX_RANK_VAR = "PMIX_RANK"
+SLURM_STEP_SIZE_VAR = "SLURM_STEP_NUM_TASKS"
 
 
 def launched_size(environ: dict[str, str] | None = None) -> int | None:
@@ -37,7 +39,10 @@ def launched_size(environ: dict[str, str] | None = None) -> int | None:
         value = env.get(var, "")
         if value.isdecimal():
             return int(value)
-    return None if PMIX_RANK_VAR in env else 1
+    if PMIX_RANK_VAR not in env:
+        return 1
+    step = env.get(SLURM_STEP_SIZE_VAR, "")
+    return int(step) if step.isdecimal() else None
 
 
 def mpi_world() -> Any | None:
