@@ -26,8 +26,9 @@ BROKEN_PIPE = 141  # 128 + SIGPIPE, what a C tool killed by a closed pipe report
 # run `launch.join` sets `prefix` ("[rank 1] ") and `on_fatal`, which ends the whole job.
 _STATE: dict[str, Any] = {"debug": False, "prefix": "", "on_fatal": None}
 
-# Exceptions that keep typer's own handling: deliberate exits and usage errors. Recent typer
-# vendors click and does not install it, so click is never imported here by name.
+# Exceptions a command passes on: deliberate exits, and click's usage errors, which the command
+# group (`main._Group`) reports with `report_usage`. Recent typer vendors click and does not
+# install it, so click is never imported here by name.
 USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 _PASS_THROUGH = (typer.Exit, typer.Abort, USAGE_ERROR, SystemExit)
 
