@@ -137,7 +137,7 @@ def _dataset_examples(name: str, data_dir: Path | None, split: str, index: str, 
     """The chosen examples of the data set's field named as the program's input (as `tinyc run` binds it)."""
     if split not in ("train", "test"):
         raise DataError(f"--split must be train or test, got {split!r}")
-    part = _load_data(name, data_dir)[split]
+    part = _load_data(name, data_dir, err=True)[split]  # stdout holds the predictions alone
     if field not in part:  # an npz's arrays are named by the user
         raise DataError(f"program input {field!r} has no field in data set {name} (fields: {', '.join(part)})",
                         hint="name the model's inputs after the data set's fields")

@@ -313,8 +313,9 @@ def data(
     )
 
 
-def _load_data(name: str, data_dir: Path | None):
-    """Load a data set, saying so before a fetch (a download of some seconds) starts."""
+def _load_data(name: str, data_dir: Path | None, err: bool = False):
+    """Load a data set, saying so before a fetch (a download of some seconds) starts: on stderr
+    with `err`, for a command whose stdout is its result (`tinyc predict --json`)."""
     from ..ir.errors import DataError
     from ..runtime.datasets import DATASETS, load_dataset
 
@@ -326,7 +327,7 @@ def _load_data(name: str, data_dir: Path | None):
         if info is None or not info.fetchable:
             raise
     size = f" ({info.fetch_size})" if info.fetch_size else ""
-    echo(f"fetching {info.description.split()[0]}{size} through the package registry ...")
+    typer.echo(f"fetching {info.description.split()[0]}{size} through the package registry ...", err=err)
     return load_dataset(name, data_dir=folder, fetch=True)
 
 
