@@ -261,3 +261,10 @@ def test_a_data_set_fetched_first_leaves_stdout_to_the_predictions(work, tmp_pat
                     "--index", "0:3", "--json")
     assert [r["label"] for r in _json(result)] == labels[:3].tolist()
     assert result.stderr.startswith("fetching MNIST")
+
+
+def test_export_takes_the_format_from_the_suffix_in_any_case(work, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    result = invoke("export", work / "mlp.ir", "--weights", work / "w.safetensors", "-o", tmp_path / "m.ONNX")
+    assert result.exit_code == 0, result.stderr
+    assert [o.name for o in onnx.load(str(tmp_path / "m.ONNX")).graph.output] == ["logits"]

@@ -36,7 +36,7 @@ def export(
     """Write trained weights alone (safetensors) or the predict entry as an ONNX model."""
     from ..runtime.executor import Executor
 
-    format = format or (Format.onnx if output.suffix == ".onnx" else Format.safetensors)
+    format = format or (Format.onnx if output.suffix.lower() == ".onnx" else Format.safetensors)
     check_outputs([("-o", output)], inputs=[model, weights])
     program = load_or_compile(model, entry).program
     executor = Executor(program)
