@@ -249,14 +249,9 @@ def test_an_npz_data_set_is_read_by_the_input_s_name_as_run_reads_it(work, tmp_p
 
 def test_a_data_set_fetched_first_leaves_stdout_to_the_predictions(work, tmp_path, monkeypatch):
     # `tinyc predict --data mnist --json | jq`: the notice before a fetch goes to stderr
-    from tests.runtime.test_trainer import synthetic_images
-    from tinyc.runtime.datasets import load as load_module
+    from tests.cli.test_run import fake_mnist_fetch
 
-    monkeypatch.setenv("TINYC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("TINYC_DATA_DIR", raising=False)
-    images, labels = synthetic_images(20, 0)
-    monkeypatch.setattr(load_module.mnist_pkl, "fetch_mnist",
-                        lambda: {"train": (images, labels.astype(np.int64)), "test": (images, labels.astype(np.int64))})
+    labels = fake_mnist_fetch(monkeypatch, tmp_path / "cache", 20)
     result = invoke("predict", work / "mlp.ir", "--weights", work / "w.safetensors", "--data", "mnist",
                     "--index", "0:3", "--json")
     assert [r["label"] for r in _json(result)] == labels[:3].tolist()

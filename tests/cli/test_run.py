@@ -227,14 +227,20 @@ def test_data_mnist_fetches_once_then_uses_the_cache(tmp_path, monkeypatch):
     assert second.exit_code == 0 and "fetching" not in second.stdout and len(calls) == 1
 
 
-def test_run_says_so_before_it_fetches(work, tmp_path, monkeypatch):
+def fake_mnist_fetch(monkeypatch, cache: Path, n: int) -> np.ndarray:
+    """`mnist` not cached (in `cache`) and its fetch giving n synthetic images as both splits; their labels."""
     from tinyc.runtime.datasets import load as load_module
 
-    monkeypatch.setenv("TINYC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TINYC_CACHE", str(cache))
     monkeypatch.delenv("TINYC_DATA_DIR", raising=False)
-    images, labels = synthetic_images(40, 0)
+    images, labels = synthetic_images(n, 0)
     monkeypatch.setattr(load_module.mnist_pkl, "fetch_mnist",
                         lambda: {"train": (images, labels.astype(np.int64)), "test": (images, labels.astype(np.int64))})
+    return labels
+
+
+def test_run_says_so_before_it_fetches(work, tmp_path, monkeypatch):
+    fake_mnist_fetch(monkeypatch, tmp_path / "cache", 40)
     result = invoke("run", work / "mlp.ir", "--data", "mnist", "--epochs", "1")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines()[0].startswith("fetching MNIST")
