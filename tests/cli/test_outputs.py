@@ -201,3 +201,18 @@ def test_output_onto_stdout_is_written_into_whatever_stdout_is(work, tmp_path):
                               stderr=subprocess.PIPE, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert log.read_bytes() == b"earlier lines\n" + (work / "mlp.ir").read_bytes()
+
+
+def test_a_descriptor_that_is_not_open_is_named_as_such(work, tmp_path):
+    fd = next(n for n in range(999, 100, -1) if not _is_open(n))  # far above what the process opens
+    result = invoke("compile", work / "mlp.py", "-o", f"/dev/fd/{fd}")
+    assert_one_line_error(result, f"cannot write /dev/fd/{fd}: no such descriptor is open")
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True

@@ -44,6 +44,8 @@ def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = 
             raise OutputError(f"refusing to write {label}: it is the input {os.fspath(source)}",
                               hint="write the output to another path")
     if _writes_into(target, mode):
+        if mode is None:  # /dev/fd/9 with no descriptor 9 open
+            raise OutputError(f"cannot write {label}: no such descriptor is open")
         if not os.access(target, os.W_OK):
             raise OutputError(f"cannot write {label}: permission denied")
         return
