@@ -174,6 +174,26 @@ def test_metrics_into_dev_null_dev_full_and_a_fifo(work, tmp_path):
     assert fifo.is_fifo()
 
 
+def test_metrics_onto_stdout_redirected_to_a_file_keep_every_row_beside_the_progress(work, tmp_path):
+    """`--metrics-out /dev/stdout > log`: a second opening of the log would have its own offset, and
+    the progress lines printed through stdout overwrote rows written through it (half were lost)."""
+    import subprocess
+    import sys
+
+    args = ["run", work / "mlp.ir", "--data", f"idx:{work / 'data'}", "--epochs", "3", "--seed", "5"]
+    assert invoke(*args, "--metrics-out", tmp_path / "m.jsonl").exit_code == 0
+    log = tmp_path / "log"
+    with open(log, "wb") as out:  # `> log`: not opened for appending
+        done = subprocess.run([sys.executable, "-m", "tinyc", *map(str, args), "--metrics-out", "/dev/stdout"],
+                              stdout=out, stderr=subprocess.PIPE, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = log.read_text().splitlines()
+    (tmp_path / "from_log.jsonl").write_text("".join(line + "\n" for line in lines if line.startswith("{")))
+    want = untimed(tmp_path / "m.jsonl")
+    assert untimed(tmp_path / "from_log.jsonl") == want and len(want) >= 3
+    assert lines[0].startswith("training ") and any(line.startswith("done: 3 epochs") for line in lines)
+
+
 def test_output_onto_stdout_is_written_into_whatever_stdout_is(work, tmp_path):
     """`-o /dev/stdout` (a link to `pipe:[...]`, which has no folder to write a temporary file in)
     writes into the pipe; onto `>> log` it appends, never replacing or truncating the log; the

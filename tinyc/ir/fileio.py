@@ -24,6 +24,7 @@ import re
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
+from typing import IO, Any
 
 from .errors import OutputError
 
@@ -109,7 +110,7 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
         if _writes_into(target, mode):
             # an open descriptor (/dev/stdout onto `>> log`) is appended to, never truncated
-            with open(target, "ab" if _names_descriptor(target) else "wb") as f:
+            with open_into(target, "ab" if _names_descriptor(target) else "wb") as f:
                 f.write(data)
             return
         folder = os.path.dirname(os.path.abspath(target))
@@ -215,20 +216,45 @@ def _target(path: str) -> str:
     return os.path.realpath(path) if os.path.islink(path) else path
 
 
+def open_into(path: str | os.PathLike, mode: str) -> IO[Any]:
+    """Open an output that is written into (`is_stream`). A descriptor of this process named by
+    its path (/dev/stdout, /dev/fd/N) is duplicated, not opened anew: a new opening of a regular
+    file behind it (`> log`) has an offset of its own, and what the process prints through the
+    descriptor itself would overwrite what was written through the new one."""
+    fd = _own_descriptor(os.fspath(path))
+    if fd is None:
+        return open(path, mode, **({} if "b" in mode else {"encoding": "utf-8"}))  # the caller closes it
+    return os.fdopen(os.dup(fd), mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+
+
 def _names_descriptor(path: str) -> bool:
     """Whether `path` names an open file descriptor of this process (/dev/stdout, /dev/fd/1,
     /proc/self/fd/1), through symlinks or not."""
+    return _descriptor_name(path) is not None
+
+
+def _own_descriptor(path: str) -> int | None:
+    """The number of this process's descriptor that `path` names (/dev/stdout: 1), else None."""
+    name = _descriptor_name(path)
+    if name is None:
+        return None
+    owner, fd = _DESCRIPTOR.match(name).groups()
+    return int(fd) if owner in ("dev", "proc/self", f"proc/{os.getpid()}") else None
+
+
+def _descriptor_name(path: str) -> str | None:
+    """The /dev/fd/N-like name that `path` leads to through symlinks, if any."""
     p = os.path.abspath(path)
     for _ in range(40):  # the kernel's own limit on a chain of links
         if _DESCRIPTOR.match(p):
-            return True
+            return p
         if not os.path.islink(p):
-            return False
+            return None
         p = os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p)))
-    return False
+    return None
 
 
-_DESCRIPTOR = re.compile(r"^/(dev|proc/self|proc/\d+)/fd/\d+$")
+_DESCRIPTOR = re.compile(r"^/(dev|proc/self|proc/\d+)/fd/(\d+)$")
 
 
 def _mode(path: str) -> int | None:

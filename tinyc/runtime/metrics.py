@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ir.fileio import atomic_write, is_stream
+from ..ir.fileio import atomic_write, is_stream, open_into
 
 FLUSH_ROWS = 1000  # a long epoch still reaches the disk in pieces
 STEP_FIELDS = ("epoch", "step", "loss", "lr", "examples_per_s")
@@ -71,7 +71,7 @@ class MetricsLog:
         text = "".join(line + "\n" for line in lines)
         if stream:
             with self._naming_the_path():
-                self.stream = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  (kept open for every row; close())
+                self.stream = open_into(self.path, "a")  # kept open for every row; close()
                 self.stream.write(text)
                 self.stream.flush()
         elif not done:  # a fresh run: an empty file, nothing in it to keep safe, so no fsync (up to 0.7 s here)
