@@ -222,9 +222,8 @@ def open_into(path: str | os.PathLike, mode: str) -> IO[Any]:
     file behind it (`> log`) has an offset of its own, and what the process prints through the
     descriptor itself would overwrite what was written through the new one."""
     fd = _own_descriptor(os.fspath(path))
-    if fd is None:
-        return open(path, mode, **({} if "b" in mode else {"encoding": "utf-8"}))  # the caller closes it
-    return os.fdopen(os.dup(fd), mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+    where = path if fd is None else os.dup(fd)
+    return open(where, mode, encoding=None if "b" in mode else "utf-8")  # the caller closes it
 
 
 def _names_descriptor(path: str) -> bool:
